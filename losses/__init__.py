@@ -1,0 +1,1 @@
+"""lossforge.losses: the reference catalogue, the store of discovered losses, export."""

@@ -1,0 +1,230 @@
+"""The primitive table: each operator defined once.
+
+A row holds the operator's name, arity, sympy construction, protected torch
+implementation and complexity cost.  The parser, the compiler, the
+complexity measure and the GP primitive set all read these rows, so the
+sympy side and the torch side cannot drift apart.
+
+Every row is probed when it is registered (see :func:`probe`): on zeros,
+negatives, tiny and huge values its torch output and gradient must be finite,
+and where the plain mathematical form is defined it must agree with sympy.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import sympy
+import torch
+import torch.nn.functional as F
+
+from .errors import PrimitiveError
+from .symbols import sigmoid as sp_sigmoid
+from .symbols import softplus as sp_softplus
+
+# Protection thresholds.  Chosen so that every row stays finite (value and
+# gradient) in float32 for inputs up to PROBE_HUGE in magnitude.
+LOG_EPS = 1e-12     # log(|x|) is taken of max(|x|, LOG_EPS): log(LOG_EPS) ~ -27.6
+SQRT_EPS = 1e-12    # sqrt(|x|) of max(|x|, SQRT_EPS): gradient at most 5e5
+DIV_EPS = 1e-6      # denominators smaller than this in magnitude become +-DIV_EPS
+EXP_MAX = 30.0      # exp(min(x, EXP_MAX)): at most ~1.1e13
+POW_EPS = 1e-12     # non-integer powers are taken of max(|x|, POW_EPS)
+MAX_EXPONENT = 6    # |exponent| of pow; keeps PROBE_HUGE**exponent finite in float32
+
+PROBE_HUGE = 1e4
+PROBE_VALUES = (0.0, 1e-9, -1e-9, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 30.0, -30.0, PROBE_HUGE, -PROBE_HUGE)
+
+
+# ---------------------------------------------------------------- torch forms
+def protected_log(x: torch.Tensor) -> torch.Tensor:
+    return torch.log(torch.clamp(x.abs(), min=LOG_EPS))
+
+
+def protected_sqrt(x: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(torch.clamp(x.abs(), min=SQRT_EPS))
+
+
+def protected_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    b = torch.as_tensor(b)
+    small = b.abs() < DIV_EPS
+    safe = torch.where(small, torch.where(b < 0, -DIV_EPS, DIV_EPS).to(b.dtype), b)
+    return a / safe
+
+
+def clamped_exp(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(torch.clamp(x, max=EXP_MAX))
+
+
+def protected_pow(x: torch.Tensor, e: float) -> torch.Tensor:
+    """x**e: exact for integer e (protected reciprocal for e<0), |x|**e otherwise."""
+    if float(e).is_integer():
+        n = int(e)
+        if n >= 0:
+            return x**n
+        return protected_div(torch.ones_like(x), x ** (-n))
+    return torch.clamp(x.abs(), min=POW_EPS) ** e
+
+
+def _as_tensor_like(v, ref: torch.Tensor) -> torch.Tensor:
+    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
+
+
+def t_max(a, b):
+    if not isinstance(a, torch.Tensor):
+        a, b = b, a
+    return torch.maximum(a, _as_tensor_like(b, a))
+
+
+def t_min(a, b):
+    if not isinstance(a, torch.Tensor):
+        a, b = b, a
+    return torch.minimum(a, _as_tensor_like(b, a))
+
+
+# ---------------------------------------------------------------- the rows
+@dataclass(frozen=True)
+class Primitive:
+    """One operator of the grammar.
+
+    ``sympy`` builds the symbolic form from sympy arguments; ``torch`` is the
+    protected numeric form; ``domain`` says (for plain floats) where the two
+    must agree exactly (outside it the torch form is the protected variant).
+    ``head`` is the sympy class the row produces, used to map sympy trees back
+    to rows (``None`` for rows that are spelled with Add/Mul/Pow).
+    """
+
+    name: str
+    arity: int
+    sympy: Callable[..., sympy.Expr]
+    torch: Callable[..., torch.Tensor]
+    complexity: int
+    domain: Callable[..., bool] = field(default=lambda *a: True)
+    head: type | None = None
+    description: str = ""
+    gp: bool = True  # offered to the genetic programming primitive set
+
+
+_TABLE: dict[str, Primitive] = {}
+_BY_HEAD: dict[type, Primitive] = {}
+
+
+def primitives() -> dict[str, Primitive]:
+    """All registered rows by name (a copy)."""
+    return dict(_TABLE)
+
+
+def get_primitive(name: str) -> Primitive:
+    from .errors import did_you_mean
+
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise PrimitiveError(f"unknown primitive '{name}'{did_you_mean(name, _TABLE)}; "
+                             f"known: {', '.join(_TABLE)}") from None
+
+
+def row_for_head(head: type) -> Primitive | None:
+    return _BY_HEAD.get(head)
+
+
+def register(prim: Primitive, *, probe_row: bool = True, replace: bool = False) -> Primitive:
+    """Add a row to the table after probing it (see :func:`probe`)."""
+    if prim.name in _TABLE and not replace:
+        raise PrimitiveError(f"primitive '{prim.name}' is already registered; pass replace=True to redefine it")
+    if prim.arity not in (1, 2):
+        raise PrimitiveError(f"primitive '{prim.name}' has arity {prim.arity}; only 1 and 2 are supported")
+    if probe_row:
+        probe(prim)
+    _TABLE[prim.name] = prim
+    if prim.head is not None:
+        _BY_HEAD[prim.head] = prim
+    return prim
+
+
+def probe(prim: Primitive) -> None:
+    """Check a row: finite torch outputs and gradients on PROBE_VALUES (float32),
+    and agreement with the sympy form (float64) wherever ``domain`` holds."""
+    grid = list(itertools.product(PROBE_VALUES, repeat=prim.arity))
+    cols = list(zip(*grid))
+    args = [torch.tensor(c, dtype=torch.float32, requires_grad=True) for c in cols]
+    try:
+        out = prim.torch(*args)
+        out.sum().backward()
+    except Exception as exc:  # a broken row must not register
+        raise PrimitiveError(f"primitive '{prim.name}' raised on the probe inputs: {exc}") from exc
+    for i, (vals, name) in enumerate(((out.detach(), "output"),) + tuple((a.grad, f"gradient {k}") for k, a in enumerate(args))):
+        if vals is None:
+            continue
+        bad = ~torch.isfinite(vals)
+        if bad.any():
+            j = int(bad.nonzero()[0][0])
+            raise PrimitiveError(
+                f"primitive '{prim.name}' gives a non-finite {name} at {grid[j]} in float32; "
+                "protect it (clamp the input or the result) before registering")
+
+    syms = sympy.symbols(f"a0:{prim.arity}", real=True)
+    sym_expr = prim.sympy(*syms)
+    # A coarser grid is enough for the sympy cross-check and keeps import fast.
+    check_values = (0.0, 1e-3, -0.5, 1.0, -2.0, 3.0, 30.0, -30.0)
+    points = [pt for pt in itertools.product(check_values, repeat=prim.arity) if prim.domain(*pt)]
+    if not points:
+        return
+    t64 = prim.torch(*[torch.tensor(c, dtype=torch.float64) for c in zip(*points)])
+    for pt, got in zip(points, t64.tolist()):
+        want = sym_expr.xreplace({s: sympy.Float(v) for s, v in zip(syms, pt)}).evalf()
+        if not want.is_real or not want.is_finite:
+            continue
+        want = float(want)
+        if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+            raise PrimitiveError(
+                f"primitive '{prim.name}': torch gives {got!r} but sympy gives {want!r} at {pt}; "
+                "the two forms of the row disagree")
+
+
+def _builtin_rows() -> list[Primitive]:
+    S = sympy
+    return [
+        Primitive("add", 2, lambda a, b: a + b, torch.add, 1, head=S.Add, description="a + b"),
+        Primitive("sub", 2, lambda a, b: a - b, torch.sub, 1, description="a - b"),
+        Primitive("mul", 2, lambda a, b: a * b, torch.mul, 1, head=S.Mul, description="a * b"),
+        Primitive("div", 2, lambda a, b: a / b, protected_div, 2,
+                  domain=lambda a, b: abs(b) >= DIV_EPS, description="a / b, |b| floored at 1e-6"),
+        Primitive("neg", 1, lambda a: -a, torch.neg, 1, description="-a"),
+        Primitive("square", 1, lambda a: a**2, torch.square, 1, description="a**2"),
+        Primitive("cube", 1, lambda a: a**3, lambda a: a**3, 2, description="a**3"),
+        Primitive("sqrt", 1, S.sqrt, protected_sqrt, 2,
+                  domain=lambda a: a >= SQRT_EPS, description="sqrt(|a|)"),
+        Primitive("abs", 1, S.Abs, torch.abs, 1, head=S.Abs, description="|a|"),
+        Primitive("log", 1, S.log, protected_log, 2, head=S.log,
+                  domain=lambda a: a >= LOG_EPS, description="log(|a|), |a| floored at 1e-12"),
+        Primitive("exp", 1, S.exp, clamped_exp, 2, head=S.exp,
+                  domain=lambda a: a <= EXP_MAX, description="exp(min(a, 30))"),
+        Primitive("tanh", 1, S.tanh, torch.tanh, 2, head=S.tanh, description="tanh(a)"),
+        Primitive("sigmoid", 1, sp_sigmoid, torch.sigmoid, 2, head=sp_sigmoid, description="1/(1+exp(-a))"),
+        Primitive("softplus", 1, sp_softplus, F.softplus, 2, head=sp_softplus, description="log(1+exp(a))"),
+        Primitive("min", 2, S.Min, t_min, 2, head=S.Min, description="min(a, b)"),
+        Primitive("max", 2, S.Max, t_max, 2, head=S.Max, description="max(a, b)"),
+        # pow takes a constant exponent (|e| <= 6); the parser enforces it, GP uses square/cube.
+        Primitive("pow", 2, lambda a, e: a**e, lambda a, e: protected_pow(a, float(e) if not isinstance(e, torch.Tensor) else e),
+                  2, head=S.Pow, domain=lambda a, e: False, description="a**e for a constant e, |a|**e if e is not an integer",
+                  gp=False),
+    ]
+
+
+def _register_builtins() -> None:
+    for row in _builtin_rows():
+        # pow's second argument must be a constant: its probe is run separately below.
+        register(row, probe_row=row.name != "pow")
+    _probe_pow()
+
+
+def _probe_pow() -> None:
+    for e in (-3, -2, -1, -0.5, 0.5, 1.5, 2, 3, MAX_EXPONENT):
+        row = Primitive(f"pow{e}", 1, lambda a, e=e: a ** sympy.nsimplify(e), lambda a, e=e: protected_pow(a, e), 2,
+                        domain=lambda a, e=e: (a > POW_EPS) if not float(e).is_integer() else (e > 0 or abs(a) ** -e >= DIV_EPS))
+        probe(row)
+
+
+_register_builtins()

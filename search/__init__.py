@@ -1,0 +1,1 @@
+"""lossforge.search: strategies (GP, Optuna, random), filters, evaluators, runs and the CLI."""

@@ -1,0 +1,1 @@
+"""lossforge.tasks: Task definitions, built-in tasks, the population-batched trainer and metrics."""
