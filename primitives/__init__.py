@@ -12,10 +12,10 @@ from .errors import CompileError, GrammarError, LossforgeError, PrimitiveError, 
 from .expr import Expr, as_expr, parse
 from .fingerprint import SPACES, fingerprint
 from .symbols import ALL_SYMBOLS, P, TERMINALS, TUNABLE, Y
-from .table import Primitive, get_primitive, primitives, register
+from .table import Primitive, get_primitive, primitives, register, unregister
 
 __all__ = [
     "ALL_SYMBOLS", "CompileError", "Expr", "GrammarError", "LossforgeError", "P", "Primitive",
     "PrimitiveError", "SPACES", "TERMINALS", "TUNABLE", "Y", "as_expr", "did_you_mean",
-    "fingerprint", "get_primitive", "parse", "primitives", "register",
+    "fingerprint", "get_primitive", "parse", "primitives", "register", "unregister",
 ]

@@ -46,13 +46,23 @@ def normalise_numbers(expr: sympy.Expr) -> sympy.Expr:
     return expr.xreplace({f: round_number(float(f)) for f in floats})
 
 
+def numeric_value(expr: sympy.Expr) -> float:
+    """Value of a constant subexpression under the protected (torch) semantics,
+    e.g. exp(1000) is exp(30) as in training, not a float overflow."""
+    from .compile import compile_sympy
+    import torch
+
+    zero = torch.zeros((), dtype=torch.float64)
+    return float(compile_sympy(expr, _fold=False)(zero, zero))
+
+
 def fold_numeric(expr: sympy.Expr) -> sympy.Expr:
     """Replace numeric subexpressions that are not plain rationals (log(2), E,
     sqrt(2), ...) by rounded numbers."""
     if expr.is_Rational or expr.is_Float:
         return expr
     if expr.is_number:
-        return round_number(float(expr.evalf()))
+        return round_number(numeric_value(expr))
     if not expr.args:
         return expr
     args = [fold_numeric(a) for a in expr.args]
@@ -66,6 +76,8 @@ def validate(expr: sympy.Expr) -> None:
         raise GrammarError(f"not a sympy expression: {expr!r}")
     if expr.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
         raise GrammarError(f"expression {expr} is undefined (it contains an infinity or NaN)")
+    if expr.has(sympy.I):
+        raise GrammarError(f"expression {expr} is complex; the grammar is real-valued")
     stack = [expr]
     nodes = 0
     while stack:
@@ -91,7 +103,7 @@ def validate(expr: sympy.Expr) -> None:
                 raise GrammarError(f"exponent {e.exp} in {e} is outside [-{MAX_EXPONENT}, {MAX_EXPONENT}]")
             stack.extend(e.args)
             continue
-        if row_for_head(type(e)) is not None or type(e) in (sympy.Max, sympy.Min):
+        if row_for_head(type(e)) is not None:
             stack.extend(e.args)
             continue
         raise GrammarError(f"'{type(e).__name__}' in {e} is not part of the loss grammar")

@@ -45,10 +45,11 @@ class Program:
     """A compiled loss: ``program(p, y)`` returns the elementwise loss tensor
     with the broadcast shape of ``p`` and ``y``."""
 
-    __slots__ = ("instructions", "constants", "output", "source", "uses_p", "uses_y", "_steps")
-    _STATE = ("instructions", "constants", "output", "source", "uses_p", "uses_y")
+    __slots__ = ("instructions", "constants", "output", "source", "uses_p", "uses_y", "tensor_constants", "_steps")
+    _STATE = ("instructions", "constants", "output", "source", "uses_p", "uses_y", "tensor_constants")
 
-    def __init__(self, instructions, constants, output, source, uses_p, uses_y):
+    def __init__(self, instructions, constants, output, source, uses_p, uses_y, tensor_constants=False):
+        self.tensor_constants = tensor_constants
         self.instructions = tuple(instructions)
         self._steps = tuple((_resolve(op), args, payload) for op, args, payload in self.instructions)
         self.constants = tuple(constants)
@@ -70,23 +71,28 @@ class Program:
         return f"Program({self.source!r}, {len(self.instructions)} instructions)"
 
     def __call__(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        vals: list = [p, y, *self.constants]
+        if self.tensor_constants:
+            consts = [torch.tensor(c, dtype=p.dtype, device=p.device) for c in self.constants]
+        else:
+            consts = list(self.constants)  # folded programs pass floats to operators that take them
+        vals: list = [p, y, *consts]
         for fn, args, payload in self._steps:
             xs = [vals[i] for i in args]
             if payload is not None:
                 xs.append(payload)
             vals.append(fn(*xs))
         out = vals[self.output]
+        if not self.uses_p:  # keep a (zero-gradient) graph to p, so backward() works
+            out = p * 0 + out
         shape = torch.broadcast_shapes(p.shape, y.shape)
-        if not isinstance(out, torch.Tensor):  # constant expression: keep a graph to p
-            return p * 0 + out if p.shape == shape else torch.zeros(shape, dtype=p.dtype, device=p.device) + p * 0 + out
         if out.shape != shape:
             out = out.expand(shape)
         return out
 
 
 class _Lowering:
-    def __init__(self):
+    def __init__(self, fold: bool = True):
+        self.fold = fold
         self.instructions: list[tuple[str, tuple[int, ...], object]] = []
         self.constants: list[float] = []
         self.slot_of: dict[sympy.Expr, int] = {_P: 0, _Y: 1}
@@ -107,11 +113,15 @@ class _Lowering:
     def lower(self, e: sympy.Expr) -> int:
         if e in self.slot_of:
             return self.slot_of[e]
-        if e.is_number:
-            v = complex(e.evalf())
-            if v.imag != 0:
-                raise CompileError(f"constant {e} is complex")
-            slot = self.const(float(v.real))
+        if e.is_Number or isinstance(e, sympy.NumberSymbol):
+            slot = self.const(float(e))
+            self.slot_of[e] = slot
+            return slot
+        if e.is_number and self.fold:
+            # Fold a constant subtree once, with the same protected ops as training.
+            zero = torch.zeros((), dtype=torch.float64)
+            value = float(compile_sympy(e, _fold=False)(zero, zero))
+            slot = self.const(value)
             self.slot_of[e] = slot
             return slot
         if e.is_Symbol:
@@ -182,16 +192,17 @@ class _Lowering:
 
         instructions = [(op, tuple(resolve(a) for a in args), payload) for op, args, payload in self.instructions]
         used = {a for _, args, _ in instructions for a in args} | {resolve(out)}
-        return Program(instructions, self.constants, resolve(out), source, uses_p=0 in used, uses_y=1 in used)
+        return Program(instructions, self.constants, resolve(out), source, uses_p=0 in used, uses_y=1 in used,
+                       tensor_constants=not self.fold)
 
 
-def compile_sympy(expr: sympy.Expr, source: str | None = None) -> Program:
+def compile_sympy(expr: sympy.Expr, source: str | None = None, _fold: bool = True) -> Program:
     """Lower a validated sympy expression (no unbound constants) to a Program."""
     unbound = sorted(s.name for s in expr.free_symbols if s.name in TUNABLE)
     if unbound:
         names = ", ".join(unbound)
         raise CompileError(f"expression {expr} has unbound constants {names}; bind them first, "
                            f"e.g. expr.bind({unbound[0]}=1.0)")
-    lowering = _Lowering()
+    lowering = _Lowering(fold=_fold)
     out = lowering.lower(expr)
     return lowering.finish(out, source if source is not None else str(expr))

@@ -9,7 +9,7 @@ from .canonical import canonical_form, complexity, normalise_numbers, to_text, v
 from .compile import Program, compile_sympy
 from .errors import GrammarError
 from .parse import parse_sympy
-from .symbols import TERMINALS, TUNABLE
+from .symbols import TERMINALS, TUNABLE, to_grammar
 
 
 class Expr:
@@ -28,7 +28,9 @@ class Expr:
             expr = expr.sympy
         if not isinstance(expr, sympy.Basic):
             raise GrammarError(f"Expr() takes a sympy expression; use parse() for text, got {type(expr).__name__}")
-        expr = normalise_numbers(sympy.sympify(expr) if not isinstance(expr, sympy.Expr) else expr)
+        if not isinstance(expr, sympy.Expr):
+            raise GrammarError(f"not a sympy expression: {expr!r}")
+        expr = normalise_numbers(to_grammar(expr))
         validate(expr)
         object.__setattr__(self, "_sympy", expr)
         object.__setattr__(self, "_text", to_text(expr))

@@ -37,6 +37,6 @@ def random_expression(rng: random.Random, max_depth: int = 4, **kw) -> Expr:
     for _ in range(100):
         try:
             return Expr(random_sympy(rng, max_depth, **kw))
-        except GrammarError:
-            continue
+        except (GrammarError, ValueError, TypeError, ZeroDivisionError):
+            continue  # e.g. Max(1/0, p): sympy refuses to build it
     raise GrammarError("could not draw a valid random expression in 100 tries")

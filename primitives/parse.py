@@ -18,7 +18,7 @@ import string
 import sympy
 
 from .errors import GrammarError, did_you_mean
-from .symbols import ALL_SYMBOLS, NAMED_CONSTANTS, TUNABLE
+from .symbols import ALL_SYMBOLS, NAMED_CONSTANTS, TUNABLE, to_grammar
 from .table import MAX_EXPONENT, get_primitive, primitives
 
 MAX_LENGTH = 4000
@@ -140,7 +140,7 @@ class _Builder:
                 mag = abs(complex(base.evalf()))
                 if mag > 0 and ev.real * math.log(mag) > _LOG_MAX_NUMBER:
                     raise self.fail(node, f"constant {base}**{exponent} is larger than 1e12")
-        return self.check_number(node, base**exponent)
+        return self.check_number(node, to_grammar(base**exponent))
 
     def check_number(self, node: ast.AST, value: sympy.Expr) -> sympy.Expr:
         if value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):

@@ -21,17 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PrimitiveError
+from .symbols import Max as sp_max
+from .symbols import Min as sp_min
+from .symbols import log as sp_log
 from .symbols import sigmoid as sp_sigmoid
 from .symbols import softplus as sp_softplus
+from .symbols import sqrt as sp_sqrt
+from .symbols import to_grammar
 
-# Protection thresholds.  Chosen so that every row stays finite (value and
-# gradient) in float32 for inputs up to PROBE_HUGE in magnitude.
-LOG_EPS = 1e-12     # log(|x|) is taken of max(|x|, LOG_EPS): log(LOG_EPS) ~ -27.6
-SQRT_EPS = 1e-12    # sqrt(|x|) of max(|x|, SQRT_EPS): gradient at most 5e5
-DIV_EPS = 1e-6      # denominators smaller than this in magnitude become +-DIV_EPS
-EXP_MAX = 30.0      # exp(min(x, EXP_MAX)): at most ~1.1e13
-POW_EPS = 1e-12     # non-integer powers are taken of max(|x|, POW_EPS)
-MAX_EXPONENT = 6    # |exponent| of pow; keeps PROBE_HUGE**exponent finite in float32
+from .protection import DIV_EPS, EXP_MAX, LOG_EPS, MAX_EXPONENT, POW_EPS, SQRT_EPS  # noqa: F401
 
 PROBE_HUGE = 1e4
 PROBE_VALUES = (0.0, 1e-9, -1e-9, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 30.0, -30.0, PROBE_HUGE, -PROBE_HUGE)
@@ -143,6 +141,16 @@ def register(prim: Primitive, *, probe_row: bool = True, replace: bool = False) 
     return prim
 
 
+def unregister(name: str) -> None:
+    """Remove a row (for user-registered primitives; the built-ins stay)."""
+    row = get_primitive(name)
+    if row.name in _BUILTIN_NAMES:
+        raise PrimitiveError(f"'{name}' is a built-in primitive and cannot be removed")
+    del _TABLE[name]
+    if row.head is not None and _BY_HEAD.get(row.head) is row:
+        del _BY_HEAD[row.head]
+
+
 def probe(prim: Primitive) -> None:
     """Check a row: finite torch outputs and gradients on PROBE_VALUES (float32),
     and agreement with the sympy form (float64) wherever ``domain`` holds."""
@@ -194,27 +202,31 @@ def _builtin_rows() -> list[Primitive]:
         Primitive("neg", 1, lambda a: -a, torch.neg, 1, description="-a"),
         Primitive("square", 1, lambda a: a**2, torch.square, 1, description="a**2"),
         Primitive("cube", 1, lambda a: a**3, lambda a: a**3, 2, description="a**3"),
-        Primitive("sqrt", 1, S.sqrt, protected_sqrt, 2,
-                  domain=lambda a: a >= SQRT_EPS, description="sqrt(|a|)"),
+        Primitive("sqrt", 1, sp_sqrt, protected_sqrt, 2, head=sp_sqrt,
+                  domain=lambda a: abs(a) >= SQRT_EPS, description="sqrt(|a|)"),
         Primitive("abs", 1, S.Abs, torch.abs, 1, head=S.Abs, description="|a|"),
-        Primitive("log", 1, S.log, protected_log, 2, head=S.log,
-                  domain=lambda a: a >= LOG_EPS, description="log(|a|), |a| floored at 1e-12"),
+        Primitive("log", 1, sp_log, protected_log, 2, head=sp_log,
+                  domain=lambda a: abs(a) >= LOG_EPS, description="log(|a|), |a| floored at 1e-12"),
         Primitive("exp", 1, S.exp, clamped_exp, 2, head=S.exp,
                   domain=lambda a: a <= EXP_MAX, description="exp(min(a, 30))"),
         Primitive("tanh", 1, S.tanh, torch.tanh, 2, head=S.tanh, description="tanh(a)"),
         Primitive("sigmoid", 1, sp_sigmoid, torch.sigmoid, 2, head=sp_sigmoid, description="1/(1+exp(-a))"),
         Primitive("softplus", 1, sp_softplus, F.softplus, 2, head=sp_softplus, description="log(1+exp(a))"),
-        Primitive("min", 2, S.Min, t_min, 2, head=S.Min, description="min(a, b)"),
-        Primitive("max", 2, S.Max, t_max, 2, head=S.Max, description="max(a, b)"),
+        Primitive("min", 2, sp_min, t_min, 2, head=sp_min, description="min(a, b)"),
+        Primitive("max", 2, sp_max, t_max, 2, head=sp_max, description="max(a, b)"),
         # pow takes a constant exponent (|e| <= 6); the parser enforces it, GP uses square/cube.
-        Primitive("pow", 2, lambda a, e: a**e, lambda a, e: protected_pow(a, float(e) if not isinstance(e, torch.Tensor) else e),
+        Primitive("pow", 2, lambda a, e: to_grammar(a**e), lambda a, e: protected_pow(a, float(e) if not isinstance(e, torch.Tensor) else e),
                   2, head=S.Pow, domain=lambda a, e: False, description="a**e for a constant e, |a|**e if e is not an integer",
                   gp=False),
     ]
 
 
+_BUILTIN_NAMES: set[str] = set()
+
+
 def _register_builtins() -> None:
     for row in _builtin_rows():
+        _BUILTIN_NAMES.add(row.name)
         # pow's second argument must be a constant: its probe is run separately below.
         register(row, probe_row=row.name != "pow")
     _probe_pow()
@@ -222,8 +234,8 @@ def _register_builtins() -> None:
 
 def _probe_pow() -> None:
     for e in (-3, -2, -1, -0.5, 0.5, 1.5, 2, 3, MAX_EXPONENT):
-        row = Primitive(f"pow{e}", 1, lambda a, e=e: a ** sympy.nsimplify(e), lambda a, e=e: protected_pow(a, e), 2,
-                        domain=lambda a, e=e: (a > POW_EPS) if not float(e).is_integer() else (e > 0 or abs(a) ** -e >= DIV_EPS))
+        row = Primitive(f"pow{e}", 1, lambda a, e=e: to_grammar(a ** sympy.nsimplify(e)), lambda a, e=e: protected_pow(a, e), 2,
+                        domain=lambda a, e=e: (abs(a) > POW_EPS) if not float(e).is_integer() else (e > 0 or abs(a) ** -e >= DIV_EPS))
         probe(row)
 
 
