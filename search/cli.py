@@ -32,6 +32,42 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from lossforge.search import SearchConfig, resume, run
+    from lossforge.search.errors import ConfigError
+
+    if args.resume:
+        if args.config:
+            raise ConfigError("give either CONFIG or --resume RUN_DIR, not both")
+        result = resume(args.resume, quiet=args.quiet, workers=args.workers, address=args.address,
+                        evaluator="local" if args.local else None)
+    else:
+        if not args.config:
+            raise ConfigError("missing CONFIG (a TOML file such as experiments/quickstart.toml) or --resume RUN_DIR")
+        config = SearchConfig.from_toml(args.config)
+        changes = {k: v for k, v in (("workers", args.workers), ("address", args.address), ("seed", args.seed))
+                   if v is not None}
+        if args.local:
+            changes["evaluator"] = "local"
+        if changes:
+            config = config.replace(**changes)
+        result = run(config, run_dir=args.run_dir, quiet=args.quiet)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result) -> None:
+    print(f"run {result.run_id}: {result.evaluations} evaluations in {result.wall_time:.0f} s -> {result.run_dir}")
+    base = ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items())
+    print(f"baselines: {base}")
+    print("hall of fame (fitness = mean log error ratio vs the baseline; > 0 beats it):")
+    for i, e in enumerate(result.hall_of_fame[:10], 1):
+        scores = "  ".join(f"{t}={v:.4f}" if v is not None else f"{t}=failed" for t, v in e.scores.items())
+        print(f"{i:3d}. {e.fitness:+.4f}  c={e.complexity:<3d} {e.expr}    [{scores}]")
+    for name in result.saved:
+        print(f"saved to the loss store as '{name}' (lossforge export {name} --format py)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossforge",
@@ -40,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lossforge {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("search", help="run a loss search from a TOML config (or resume one)")
+    p.add_argument("config", nargs="?", help="search config (TOML), e.g. experiments/quickstart.toml")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument("--workers", type=int, help="parallel evaluations (local Ray instance: CPUs to use)")
+    p.add_argument("--local", action="store_true", help="evaluate in this process instead of on Ray workers")
+    p.add_argument("--run-dir", help="where to write the run (default: runs/NAME-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar: one line per generation")
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("catalogue", help="list the reference and discovered losses")
     p.add_argument("--kind", choices=["reference", "discovered"], default=None, help="only this kind")

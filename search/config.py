@@ -1,0 +1,276 @@
+"""Search configuration: a validated dataclass, loadable from TOML.
+
+Every field is checked in ``__post_init__``; a TOML file may group keys in
+sections (``[gp]``, ``[evaluation]``, ...) which are flattened, and an unknown
+key is answered with the closest known one ("did you mean ...?").
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lossforge.primitives import did_you_mean
+
+from .errors import ConfigError
+
+STRATEGIES = ("gp", "random", "family")
+SELECTIONS = ("tournament", "nsga2")
+AGGREGATES = ("mean", "median", "min")
+SAMPLERS = ("tpe", "cmaes", "random")
+FAMILIES = ("taylor", "poly", "focal")
+SECTIONS = ("search", "gp", "evaluation", "fidelity", "fitness", "filters", "optuna", "ray", "store")
+
+
+@dataclass
+class SearchConfig:
+    """Everything a search needs; ``run(SearchConfig(...))`` or a TOML file.
+
+    Budget: ``generations`` x ``population`` candidates, each trained on every
+    task in ``tasks`` for ``steps`` (None: the task's default budget).
+    """
+
+    # -- what to search
+    tasks: list[str] = field(default_factory=lambda: ["digits"])
+    strategy: str = "gp"
+    name: str = "search"
+    seed: int = 0
+    generations: int = 10
+    population: int = 32
+    # -- GP (DEAP)
+    selection: str = "tournament"
+    tournament_size: int = 3
+    crossover_prob: float = 0.6
+    mutation_prob: float = 0.35
+    elitism: int = 2
+    init_min_depth: int = 1
+    init_max_depth: int = 3
+    max_height: int = 8
+    max_size: int = 40
+    constant_range: tuple[float, float] = (-2.0, 2.0)
+    seed_losses: list[str] = field(default_factory=list)
+    primitives: list[str] | None = None
+    hall_of_fame: int = 10
+    # -- evaluation
+    steps: int | None = None
+    eval_seeds: int = 1
+    split: str = "val"
+    workers: int | None = None
+    evaluator: str = "ray"
+    address: str | None = None
+    cpus_per_eval: float = 1.0
+    gpus_per_eval: float = 0.0
+    chunk_size: int = 16
+    time_limit: float | None = 600.0
+    max_retries: int = 3
+    # -- multi-fidelity (successive halving inside a generation)
+    short_steps: int | None = None
+    promote_fraction: float = 0.25
+    # -- fitness
+    aggregate: str = "mean"
+    # -- filters
+    fingerprint_dedup: bool = True
+    direct_check: bool = True
+    direct_check_steps: int = 60
+    # -- Optuna: constant tuning of the best candidates, and family search
+    tune_top: int = 0
+    tune_trials: int = 16
+    sampler: str = "tpe"
+    family: str = "taylor"
+    family_params: int | None = None
+    # -- storage
+    store: str | None = None
+    save_best: int = 1
+    loss_store: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        if not self.tasks:
+            raise ConfigError("tasks is empty; name at least one task (see `lossforge tasks`)")
+        self.tasks = list(self.tasks)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"tasks lists a task twice: {self.tasks}")
+        from lossforge.tasks import names as task_names
+
+        known = task_names()
+        for t in self.tasks:
+            if t not in known:
+                raise ConfigError(f"unknown task '{t}'{did_you_mean(t, known)}; known tasks: {', '.join(known)}")
+        self._choice("strategy", STRATEGIES)
+        self._choice("selection", SELECTIONS)
+        self._choice("aggregate", AGGREGATES)
+        self._choice("sampler", SAMPLERS)
+        self._choice("family", FAMILIES)
+        self._choice("evaluator", ("ray", "local"))
+        self._choice("split", ("val", "test"))
+        for name in ("generations", "population", "tournament_size", "max_height", "max_size", "eval_seeds",
+                     "chunk_size", "tune_trials", "hall_of_fame", "direct_check_steps"):
+            self._positive(name)
+        for name in ("elitism", "max_retries", "tune_top", "seed", "save_best"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} = {getattr(self, name)} must not be negative")
+        for name in ("steps", "short_steps", "workers", "family_params"):
+            if getattr(self, name) is not None:
+                self._positive(name)
+        for name in ("crossover_prob", "mutation_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} = {v} must be a probability in [0, 1]")
+        if self.crossover_prob + self.mutation_prob > 1.0 + 1e-9:
+            raise ConfigError(f"crossover_prob + mutation_prob = {self.crossover_prob + self.mutation_prob:g} "
+                              "exceeds 1; lower one of them")
+        if not 0.0 < self.promote_fraction <= 1.0:
+            raise ConfigError(f"promote_fraction = {self.promote_fraction} must be in (0, 1]")
+        if self.elitism >= self.population:
+            raise ConfigError(f"elitism = {self.elitism} must be smaller than population = {self.population}")
+        if self.tournament_size > self.population:
+            raise ConfigError(f"tournament_size = {self.tournament_size} exceeds population = {self.population}")
+        if self.init_min_depth < 0 or self.init_max_depth < self.init_min_depth:
+            raise ConfigError(f"init depths must satisfy 0 <= init_min_depth <= init_max_depth, got "
+                              f"{self.init_min_depth}..{self.init_max_depth}")
+        if self.init_max_depth > self.max_height:
+            raise ConfigError(f"init_max_depth = {self.init_max_depth} exceeds max_height = {self.max_height}")
+        lo, hi = self.constant_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ConfigError(f"constant_range = {list(self.constant_range)} must be two finite numbers, low < high")
+        self.constant_range = (float(lo), float(hi))
+        if self.short_steps is not None and self.steps is not None and self.short_steps >= self.steps:
+            raise ConfigError(f"short_steps = {self.short_steps} must be below steps = {self.steps}")
+        if self.cpus_per_eval <= 0 or self.gpus_per_eval < 0:
+            raise ConfigError("cpus_per_eval must be positive and gpus_per_eval not negative")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise ConfigError(f"time_limit = {self.time_limit} must be positive (seconds) or omitted")
+        if self.primitives is not None:
+            from lossforge.primitives import primitives as table
+
+            rows = table()
+            for name in self.primitives:
+                if name not in rows:
+                    raise ConfigError(f"unknown primitive '{name}'{did_you_mean(name, rows)}; "
+                                      f"known: {', '.join(rows)}")
+            if not any(rows[n].arity == 2 for n in self.primitives):
+                raise ConfigError("primitives needs at least one binary operator (e.g. 'add' or 'mul')")
+        if self.seed_losses:
+            from lossforge.losses import names as loss_names
+
+            known_losses = loss_names()
+            for n in self.seed_losses:
+                if n not in known_losses:
+                    raise ConfigError(f"unknown loss '{n}' in seed_losses{did_you_mean(n, known_losses)}")
+
+    # -- helpers ---------------------------------------------------------
+    def _choice(self, name: str, allowed: tuple[str, ...]) -> None:
+        v = getattr(self, name)
+        if v not in allowed:
+            raise ConfigError(f"{name} = {v!r} is not one of {', '.join(allowed)}{did_you_mean(str(v), allowed)}")
+
+    def _positive(self, name: str) -> None:
+        v = getattr(self, name)
+        if v <= 0:
+            raise ConfigError(f"{name} = {v} must be positive")
+
+    def _check_types(self) -> None:
+        hints = {f.name: f.type for f in fields(self)}
+        for name, hint in hints.items():
+            value = getattr(self, name)
+            if not _type_ok(value, hint):
+                raise ConfigError(f"{name} = {value!r} has the wrong type; expected {hint}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{name} = {value} must be finite")
+
+    # -- I/O -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "SearchConfig":
+        flat: dict[str, Any] = {}
+        known = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if isinstance(value, dict) and key not in known:
+                if key not in SECTIONS:
+                    raise ConfigError(f"{source}: unknown section [{key}]{did_you_mean(key, SECTIONS)}")
+                for k, v in value.items():
+                    if k in flat:
+                        raise ConfigError(f"{source}: key '{k}' is given twice")
+                    flat[k] = v
+            else:
+                if key in flat:
+                    raise ConfigError(f"{source}: key '{key}' is given twice")
+                flat[key] = value
+        for key in flat:
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key '{key}'{did_you_mean(key, known)}")
+        if "constant_range" in flat and isinstance(flat["constant_range"], list):
+            flat["constant_range"] = tuple(flat["constant_range"])
+        return cls(**flat)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "SearchConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["constant_range"] = list(self.constant_range)
+        return d
+
+    def to_toml(self) -> str:
+        lines = []
+        for key, value in self.to_dict().items():
+            if value is None:
+                continue
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+    def digest(self) -> str:
+        """Hash of the settings that determine results (not where they run)."""
+        d = self.to_dict()
+        for k in ("workers", "evaluator", "address", "store", "loss_store", "time_limit", "max_retries", "name"):
+            d.pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _type_ok(value: Any, hint: str) -> bool:
+    hint = str(hint).replace(" ", "")
+    optional = hint.endswith("|None")
+    base = hint[: -len("|None")] if optional else hint
+    if value is None:
+        return optional
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base == "bool":
+        return isinstance(value, bool)
+    if base == "str":
+        return isinstance(value, str)
+    if base == "list[str]":
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if base == "tuple[float,float]":
+        return (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+    return True
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")

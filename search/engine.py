@@ -1,0 +1,258 @@
+"""Runs: a search from a config to a hall of fame, resumable from its directory.
+
+A run directory holds ``config.toml`` (the effective configuration),
+``run.json`` (run id, seeds, store URL), ``checkpoint.json`` (written
+atomically after every generation), the run store ``runs.db`` (unless
+``store`` names another database) and the readable results
+``hall_of_fame.csv`` and ``pareto.csv``.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import secrets
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import atomic_write_text, read_checkpoint, write_checkpoint
+from .config import SearchConfig
+from .errors import ConfigError, StorageError
+from .evaluators import make_evaluator
+from .filters import CandidateFilter
+from .halloffame import Entry, HallOfFame
+from .progress import Progress
+from .runstore import RunStore, default_store_url
+from .scoring import Scorer
+from .strategies import make_strategy
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.toml"
+CHECKPOINT_FILE = "checkpoint.json"
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    run_id: str
+    hall_of_fame: list[Entry]
+    pareto: list[Entry]
+    baselines: dict[str, float]
+    generations: list[dict] = field(default_factory=list)
+    evaluations: int = 0
+    wall_time: float = 0.0
+    saved: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Entry | None:
+        return self.hall_of_fame[0] if self.hall_of_fame else None
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lossforge")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def derive_seeds(seed: int, n: int, salt: int) -> list[int]:
+    """Seeds drawn once in the driver (never per worker)."""
+    ss = np.random.SeedSequence([seed, salt])
+    return [int(x) for x in ss.generate_state(n, dtype=np.uint32)]
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """One process per run directory (released by the OS if the process dies)."""
+    path = run_dir / ".lock"
+    fh = open(path, "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StorageError(f"run directory {run_dir} is in use by another lossforge process") from None
+    try:
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _new_run_dir(config: SearchConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def run(config: SearchConfig, run_dir: str | Path | None = None, *, quiet: bool = False,
+        progress: bool | None = None, evaluator=None) -> SearchResult:
+    """Run a search to completion and return its hall of fame."""
+    if not isinstance(config, SearchConfig):
+        raise ConfigError(f"run() takes a SearchConfig, got {type(config).__name__}")
+    run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(config)
+    if (run_dir / RUN_FILE).exists():
+        raise StorageError(f"{run_dir} already holds a run; resume it with `lossforge search --resume {run_dir}` "
+                           "or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = f"{config.name}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    meta = {
+        "run_id": run_id,
+        "created": time.time(),
+        "version": _version(),
+        "store": config.store or default_store_url(run_dir),
+        "config_digest": config.digest(),
+        "eval_seeds": derive_seeds(config.seed, config.eval_seeds, 1),
+        "strategy_seed": derive_seeds(config.seed, 1, 2)[0],
+    }
+    atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(meta, indent=2))
+    return _execute(config, run_dir, meta, quiet=quiet, progress=progress, evaluator=evaluator)
+
+
+def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = None, evaluator=None,
+           **overrides: Any) -> SearchResult:
+    """Continue a run from its last checkpoint; the results equal an uninterrupted run's.
+
+    ``overrides`` may change only where the work runs (workers, evaluator, address).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise StorageError(f"{run_dir} is not a lossforge run directory (no {RUN_FILE}); check the path")
+    try:
+        meta = json.loads((run_dir / RUN_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StorageError(f"{run_dir / RUN_FILE} is corrupt ({exc}); the run cannot be resumed") from None
+    config = SearchConfig.from_toml(run_dir / CONFIG_FILE)
+    allowed = {"workers", "evaluator", "address", "time_limit", "max_retries"}
+    bad = set(overrides) - allowed
+    if bad:
+        raise ConfigError(f"cannot change {', '.join(sorted(bad))} when resuming; only {', '.join(sorted(allowed))}")
+    config = config.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if config.digest() != meta["config_digest"]:
+        raise StorageError(f"{run_dir / CONFIG_FILE} was edited since the run started (its settings no longer match "
+                           "the run); restore it or start a new run")
+    return _execute(config, run_dir, meta, quiet=quiet, progress=progress, evaluator=evaluator)
+
+
+def _execute(config: SearchConfig, run_dir: Path, meta: dict, *, quiet: bool, progress: bool | None,
+             evaluator) -> SearchResult:
+    from lossforge.tasks import get as get_task
+
+    t_start = time.perf_counter()
+    with _run_lock(run_dir):
+        store = RunStore(meta["store"])
+        store.open_run(meta["run_id"], config.name, config.to_dict(), meta["config_digest"], meta["version"])
+        tasks = {name: get_task(name) for name in config.tasks}
+        own_evaluator = evaluator is None
+        if evaluator is None:
+            evaluator = make_evaluator(config.evaluator, tasks, workers=config.workers, address=config.address,
+                                       cpus_per_eval=config.cpus_per_eval, gpus_per_eval=config.gpus_per_eval,
+                                       time_limit=config.time_limit, max_retries=config.max_retries)
+        try:
+            return _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_start)
+        except BaseException:
+            store.set_status(meta["run_id"], "interrupted")
+            raise
+        finally:
+            if own_evaluator:
+                evaluator.close()
+            store.close()
+
+
+def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_start) -> SearchResult:
+    kinds = {t.kind for t in tasks.values()}
+    cfilter = CandidateFilter(kinds, fingerprint_dedup=config.fingerprint_dedup, direct_check=config.direct_check,
+                              direct_check_steps=config.direct_check_steps)
+    strategy = make_strategy(config, meta["strategy_seed"])
+    hof = HallOfFame(config.hall_of_fame)
+    bar = Progress(config, quiet=quiet, enabled=progress)
+    scorer = Scorer(config=config, tasks=tasks, evaluator=evaluator, store=store, run_id=meta["run_id"],
+                    seeds=meta["eval_seeds"], candidate_filter=cfilter, on_progress=bar.evaluated)
+    start = 0
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    if ckpt_path.exists():
+        payload = read_checkpoint(ckpt_path)
+        if payload.get("run_id") != meta["run_id"]:
+            raise StorageError(f"checkpoint {ckpt_path} belongs to run {payload.get('run_id')}, not "
+                               f"{meta['run_id']}; it was copied from another run")
+        strategy.load_state(payload["strategy"])
+        hof.load_state(payload["hall_of_fame"])
+        cfilter.load_state(payload["filter"])
+        start = int(payload["next_generation"])
+    bar.start(start)
+    baselines = scorer.compute_baselines()
+    for gen in range(start, config.generations):
+        t0 = time.perf_counter()
+        proposals = strategy.ask()
+        scored, stats = scorer.score(proposals, gen)
+        strategy.tell([(s.fitness, s.complexity) for s in scored])
+        hof.update([Entry(str(s.expr), s.expr.canonical, s.expr.complexity, s.fitness,
+                          dict(s.metrics), gen, s.origin)
+                    for s in scored if s.fidelity == 2 and s.expr is not None and s.status != "failed"])
+        trained = [s.fitness for s in scored if s.fidelity > 0]
+        summary = {
+            "best": max(trained) if trained else None,
+            "median": statistics.median(trained) if trained else None,
+            "n_candidates": len(scored),
+            "n_evaluations": stats["evaluated"],
+            "filters": stats,
+            "wall_time": time.perf_counter() - t0,
+        }
+        rows = [{"position": i, "origin": s.origin, "expr": str(s.expr) if s.expr is not None else None,
+                 "canonical": s.expr.canonical if s.expr is not None else None,
+                 "complexity": s.expr.complexity if s.expr is not None else None, "status": s.status,
+                 "fidelity": s.fidelity, "fitness": s.fitness, "scores": json.dumps(s.metrics)}
+                for i, s in enumerate(scored)]
+        store.record_generation(meta["run_id"], gen, rows, summary)
+        write_checkpoint(run_dir / CHECKPOINT_FILE, {
+            "run_id": meta["run_id"], "next_generation": gen + 1, "strategy": strategy.state(),
+            "hall_of_fame": hof.state(), "filter": cfilter.state(),
+        })
+        _write_results(run_dir, hof, list(tasks))
+        bar.generation_done(gen, summary, hof.entries[0] if hof.entries else None)
+    if config.tune_top and hasattr(strategy, "population"):
+        from .tuning import tune_hall_of_fame
+
+        tune_hall_of_fame(config=config, scorer=scorer, hof=hof, store=store, run_id=meta["run_id"],
+                          study_url=meta["store"], progress=bar)
+        _write_results(run_dir, hof, list(tasks))
+    bar.close()
+    store.set_status(meta["run_id"], "finished")
+    saved = _save_best(config, hof, meta, tasks)
+    return SearchResult(run_dir=run_dir, run_id=meta["run_id"], hall_of_fame=list(hof.entries), pareto=list(hof.front),
+                        baselines=baselines, generations=store.generations(meta["run_id"]),
+                        evaluations=store.count_evaluations(meta["run_id"]),
+                        wall_time=time.perf_counter() - t_start, saved=saved)
+
+
+def _write_results(run_dir: Path, hof: HallOfFame, tasks: list[str]) -> None:
+    atomic_write_text(run_dir / "hall_of_fame.csv", hof.to_csv(tasks))
+    atomic_write_text(run_dir / "pareto.csv", hof.to_csv(tasks, which="front"))
+
+
+def _save_best(config, hof: HallOfFame, meta: dict, tasks: dict) -> list[str]:
+    """Save the best ``save_best`` hall-of-fame entries that beat the baseline on
+    the aggregate (fitness > 0) to the loss store; returns their names."""
+    if not config.save_best or not hof.entries:
+        return []
+    try:
+        from lossforge.losses.store import save_discovered
+    except ImportError:  # the loss store is optional for a search
+        return []
+    saved = []
+    for entry in hof.entries[: config.save_best]:
+        if not (entry.fitness > 0 and math.isfinite(entry.fitness)):
+            continue
+        saved.append(save_discovered(entry, config=config, meta=meta, tasks=tasks, directory=config.loss_store))
+    return saved

@@ -1,0 +1,194 @@
+"""Filters that keep training for candidates that deserve it.
+
+In order, cheapest first: the tree must be a valid expression; canonical-form
+duplicates and functional-fingerprint duplicates (a cache that spans
+generations) reuse the first one's result; then a candidate is rejected if it
+is constant in ``p``, ignores the target ``y``, is non-finite (value or
+gradient) on its domain, has a gradient that points the wrong way, or fails a
+direct-optimisation check: minimising it over free predictions (no model) for
+a few steps must improve the task's kind of metric.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lossforge.losses.spaces import EXPRESSION_SPACE, per_sample_loss
+from lossforge.primitives import Expr
+from lossforge.primitives.fingerprint import behaviour, fingerprint
+
+REASONS = ("invalid", "duplicate", "fingerprint_duplicate", "constant", "no_target", "non_finite",
+           "wrong_gradient", "direct_check")
+
+# float32 probe grids used for the finiteness check, wider than the fingerprint's.
+_PROB_P = torch.sigmoid(torch.linspace(-16.0, 16.0, 65))
+_REAL_P = torch.linspace(-20.0, 20.0, 41)
+
+
+@dataclass
+class Verdict:
+    status: str                      # "ok" or one of REASONS
+    detail: str = ""
+    duplicate_of: str | None = None  # canonical form of the candidate whose result is reused
+
+
+class CandidateFilter:
+    """Stateful filter for one search (its fingerprint cache spans generations)."""
+
+    def __init__(self, kinds: set[str], fingerprint_dedup: bool = True, direct_check: bool = True,
+                 direct_check_steps: int = 60):
+        self.kinds = set(kinds)
+        self.spaces = sorted({EXPRESSION_SPACE["binary" if k == "segmentation" else k] for k in self.kinds})
+        self.fingerprint_dedup = fingerprint_dedup
+        self.direct_check = direct_check
+        self.direct_check_steps = direct_check_steps
+        self.fingerprints: dict[str, str] = {}     # fingerprint -> first canonical form
+        self._rejections: dict[str, Verdict] = {}  # canonical -> verdict (deterministic, so cacheable)
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {"fingerprints": dict(self.fingerprints)}
+
+    def load_state(self, state: dict) -> None:
+        self.fingerprints = dict(state.get("fingerprints", {}))
+
+    # ---------------------------------------------------------------- checks
+    def check(self, expr: Expr | None, seen: dict[str, str] | None = None) -> Verdict:
+        """Classify one candidate. ``seen`` maps canonical forms already accepted
+        (this generation and earlier) to themselves."""
+        if expr is None:
+            return Verdict("invalid", "not a valid expression")
+        canon = expr.canonical
+        if seen is not None and canon in seen:
+            return Verdict("duplicate", duplicate_of=canon)
+        if canon in self._rejections:
+            return self._rejections[canon]
+        verdict = self._reject(expr)
+        if verdict is None and self.fingerprint_dedup:
+            key = "|".join(fingerprint(expr, s) for s in self.spaces)
+            first = self.fingerprints.setdefault(key, canon)
+            if first != canon:
+                verdict = Verdict("fingerprint_duplicate", f"behaves like {first}", duplicate_of=first)
+        if verdict is None:
+            return Verdict("ok")
+        if verdict.status != "fingerprint_duplicate":
+            self._rejections[canon] = verdict
+        return verdict
+
+    def _reject(self, expr: Expr) -> Verdict | None:
+        if expr.constants:
+            return Verdict("invalid", f"unbound constants {', '.join(expr.constants)}")
+        if "p" not in expr.terminals:
+            return Verdict("constant", "does not depend on the prediction p")
+        if "y" not in expr.terminals:
+            return Verdict("no_target", "does not depend on the target y")
+        try:
+            program = expr.compile()
+        except Exception as exc:
+            return Verdict("invalid", f"does not compile: {exc}")
+        for space in self.spaces:
+            bad = _non_finite(program, space)
+            if bad:
+                return Verdict("non_finite", bad)
+            values, grads = behaviour(expr, space)
+            if not np.any(np.abs(grads) > 1e-12):
+                return Verdict("constant", f"zero gradient everywhere on the {space} domain")
+            wrong = _wrong_gradient(expr, grads, space)
+            if wrong:
+                return Verdict("wrong_gradient", wrong)
+        if self.direct_check:
+            for kind in sorted(self.kinds):
+                failed = direct_optimisation_fails(program, kind, self.direct_check_steps)
+                if failed:
+                    return Verdict("direct_check", failed)
+        return None
+
+
+def _non_finite(program, space: str) -> str:
+    if space == "probability":
+        p = _PROB_P.repeat(2)
+        y = torch.cat([torch.zeros(len(_PROB_P)), torch.ones(len(_PROB_P))])
+    else:
+        pp, yy = torch.meshgrid(_REAL_P, _REAL_P[::4], indexing="ij")
+        p, y = pp.reshape(-1), yy.reshape(-1)
+    p = p.clone().requires_grad_(True)
+    try:
+        out = program(p, y)
+        out.sum().backward()
+    except Exception as exc:
+        return f"raises on the {space} domain: {exc}"
+    if not torch.isfinite(out).all():
+        return f"non-finite value on the {space} domain (float32)"
+    if p.grad is None or not torch.isfinite(p.grad).all():
+        return f"non-finite gradient on the {space} domain (float32)"
+    return ""
+
+
+def _wrong_gradient(expr: Expr, grads: np.ndarray, space: str) -> str:
+    from lossforge.primitives.fingerprint import probe_inputs
+
+    p, y = (t.numpy() for t in probe_inputs(space))
+    if space == "probability":
+        # Summed over the class columns, a loss must push the true class's
+        # probability up relative to the others': dL/dp smaller where y = 1.
+        if grads[y == 1].mean() >= grads[y == 0].mean():
+            return "dL/dp is not lower for the true class than for the others"
+        return ""
+    # Regression: on average the gradient must point from the target to the prediction.
+    if np.mean(grads * np.sign(p - y)) <= 0:
+        return "dL/dp does not point away from the target"
+    return ""
+
+
+def _direct_problem(kind: str, gen: torch.Generator):
+    n = 96
+    if kind == "multiclass":
+        target = torch.randint(0, 5, (n,), generator=gen)
+        z = 0.3 * torch.randn(n, 5, generator=gen)
+    elif kind in ("binary", "segmentation"):
+        target = torch.randint(0, 2, (n,), generator=gen).float()
+        z = 0.3 * torch.randn(n, generator=gen)
+    else:
+        target = torch.randn(n, generator=gen)
+        z = torch.zeros(n)
+    return z, target
+
+
+def _direct_metric(kind: str, z: torch.Tensor, target: torch.Tensor) -> float:
+    if kind == "multiclass":
+        return float((z.argmax(-1) == target).float().mean())
+    if kind in ("binary", "segmentation"):
+        return float(((z > 0).float() == target).float().mean())
+    return -float(((z - target) ** 2).mean())
+
+
+def direct_optimisation_fails(program, kind: str, steps: int = 60) -> str:
+    """Minimise the loss over free predictions (no model); return why it fails, or ''."""
+    gen = torch.Generator().manual_seed(1234)
+    z0, target = _direct_problem(kind, gen)
+    space = "binary" if kind == "segmentation" else kind
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    before = _direct_metric(kind, z0, target)
+    for _ in range(steps):
+        loss = per_sample_loss(program, z, target, space).mean()
+        if not torch.isfinite(loss):
+            return f"loss became non-finite while optimising free {kind} predictions"
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = _direct_metric(kind, z.detach(), target)
+    if kind == "regression":
+        if not after > 0.5 * before:  # metric is -MSE: the error must at least halve
+            return f"minimising it over free predictions left the MSE at {-after:.3g} (from {-before:.3g})"
+    elif after < max(before + 0.25, 0.75):
+        return f"minimising it over free predictions reached accuracy {after:.2f} (from {before:.2f})"
+    return ""
+
+
+def count_reasons(verdicts) -> dict[str, int]:
+    c = Counter(v.status for v in verdicts)
+    return {r: c.get(r, 0) for r in REASONS}

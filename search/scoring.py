@@ -1,0 +1,205 @@
+"""Turn a generation's proposals into fitness values.
+
+filters -> run-store cache -> short budget for every new candidate ->
+promote the best fraction -> full budget -> per-task metrics -> fitness.
+
+Jobs are chunks of at most ``chunk_size`` candidates per (task, seed,
+budget), formed in proposal order from the candidates this generation is the
+first to evaluate, so the chunks -- and hence the results -- do not depend on
+the number of workers or on whether the generation was interrupted and
+resumed.  Every job's results are written to the store as soon as they
+arrive; a chunk whose results are all recorded is never run again.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from lossforge.primitives import Expr
+
+from .evaluators import LOSS_PREFIX, Job
+from .filters import CandidateFilter, Verdict, count_reasons
+from .fitness import REJECTED_FITNESS, aggregate, task_score
+
+
+@dataclass
+class Scored:
+    expr: Expr | None
+    origin: str
+    status: str                        # ok | <filter reason> | failed
+    fitness: float = REJECTED_FITNESS
+    fidelity: int = 0                  # 0: not trained, 1: short budget, 2: full budget
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def complexity(self) -> int:
+        return self.expr.complexity if self.expr is not None else 10**6
+
+
+class Scorer:
+    def __init__(self, *, config, tasks: dict, evaluator, store, run_id: str, seeds: Sequence[int],
+                 candidate_filter: CandidateFilter, on_progress: Callable[[int], None] | None = None):
+        self.config = config
+        self.tasks = tasks
+        self.evaluator = evaluator
+        self.store = store
+        self.run_id = run_id
+        self.seeds = list(seeds)
+        self.filter = candidate_filter
+        self.on_progress = on_progress or (lambda n: None)
+        self.full_steps = {name: int(config.steps or t.steps) for name, t in tasks.items()}
+        self.short_steps = None
+        if config.short_steps is not None:
+            self.short_steps = {}
+            for name, full in self.full_steps.items():
+                if config.short_steps >= full:
+                    from .errors import ConfigError
+
+                    raise ConfigError(f"short_steps = {config.short_steps} is not below the full budget of task "
+                                      f"'{name}' ({full} steps); lower short_steps or raise steps")
+                self.short_steps[name] = config.short_steps
+        self.baselines: dict[tuple[str, int], float] = {}
+        self.evaluations_run = 0
+        self.ray_wall = 0.0
+        self.worker_wall = 0.0
+
+    # ------------------------------------------------------------ baselines
+    def compute_baselines(self) -> dict:
+        """The baseline loss of each task, at each budget, over the run's seeds."""
+        levels = [self.full_steps] + ([self.short_steps] if self.short_steps else [])
+        for steps_by_task in levels:
+            for task_name, task in self.tasks.items():
+                entry = LOSS_PREFIX + task.baseline
+                rows = self._evaluate([(entry, entry)], task_name, steps_by_task[task_name], generation=-1)
+                metrics = [rows[(entry, task_name, s, steps_by_task[task_name])] for s in self.seeds]
+                bad = [m for m in metrics if m["metric"] is None]
+                if bad:
+                    from .errors import EvaluationError
+
+                    raise EvaluationError(f"the baseline loss '{task.baseline}' failed on task '{task_name}' "
+                                          f"({bad[0]['error']}); fitness cannot be normalised")
+                self.baselines[(task_name, steps_by_task[task_name])] = sum(m["metric"] for m in metrics) / len(metrics)
+        return {f"{t}@{s}": v for (t, s), v in self.baselines.items()}
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, items: Sequence[tuple[str, str]], task_name: str, steps: int, generation: int) -> dict:
+        """Results for (canonical, text) items on one task at one budget, every seed.
+
+        Returns {(canonical, task, seed, steps): row}.  Reads the store first;
+        runs the chunks with missing results; records them as they arrive.
+        """
+        split = self.config.split
+        keys = [(c, task_name, s, steps, split) for c, _ in items for s in self.seeds]
+        cached = self.store.cached_evaluations(self.run_id, keys)
+        # Chunks are formed over the candidates that are new in this generation.
+        new = [(c, t) for c, t in items
+               if not all((c, task_name, s, steps, split) in cached and
+                          cached[(c, task_name, s, steps, split)]["generation"] < generation for s in self.seeds)
+               or generation < 0]
+        jobs: list[Job] = []
+        size = self.config.chunk_size
+        for seed in self.seeds:
+            for i in range(0, len(new), size):
+                chunk = new[i:i + size]
+                if all((c, task_name, seed, steps, split) in cached for c, _ in chunk):
+                    continue
+                jobs.append(Job(task_name, seed, steps, split, tuple(t for _, t in chunk), index=len(jobs)))
+        canon_of = {t: c for c, t in new}
+        if jobs:
+            t0 = time.perf_counter()
+            for report in self.evaluator.map(jobs):
+                job = report.job
+                rows = []
+                for text, outcome in zip(job.entries, report.outcomes):
+                    row = dict(run_id=self.run_id, generation=generation, canonical=canon_of[text], expr=text,
+                               task=job.task, seed=job.seed, steps=job.steps, split=job.split,
+                               metric=outcome.metric, status=outcome.status, error=outcome.error,
+                               train_time=outcome.train_time, wall_time=report.wall_time, worker=report.worker)
+                    rows.append(row)
+                    cached[(row["canonical"], job.task, job.seed, job.steps, job.split)] = row
+                self.store.record_evaluations(rows)
+                self.evaluations_run += len(rows)
+                self.worker_wall += report.wall_time
+                self.on_progress(len(rows))
+            self.ray_wall += time.perf_counter() - t0
+        return {(c, t, s, st): row for (c, t, s, st, _sp), row in cached.items()}
+
+    def _metrics(self, canon: str, results: dict, steps_by_task: dict) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for task_name, steps in steps_by_task.items():
+            vals = [results[task_name].get((canon, task_name, s, steps)) for s in self.seeds]
+            if any(v is None or v["metric"] is None for v in vals):
+                out[task_name] = None
+            else:
+                out[task_name] = sum(v["metric"] for v in vals) / len(vals)
+        return out
+
+    def _fitness(self, metrics: dict[str, float | None], steps_by_task: dict) -> float:
+        scores = {t: task_score(m, self.baselines[(t, steps_by_task[t])], self.tasks[t].direction)
+                  for t, m in metrics.items()}
+        return aggregate(scores, self.config.aggregate)
+
+    def _stage(self, items, steps_by_task, generation) -> dict[str, tuple[float, dict]]:
+        results = {t: self._evaluate(items, t, steps_by_task[t], generation) for t in self.tasks}
+        out = {}
+        for canon, _ in items:
+            metrics = self._metrics(canon, results, steps_by_task)
+            out[canon] = (self._fitness(metrics, steps_by_task), metrics)
+        return out
+
+    # ------------------------------------------------------------ a generation
+    def score(self, proposals: Sequence, generation: int) -> tuple[list[Scored], dict]:
+        seen: dict[str, str] = {}
+        verdicts: list[Verdict] = []
+        unique: list[tuple[str, str]] = []
+        for prop in proposals:
+            v = self.filter.check(prop.expr, seen)
+            verdicts.append(v)
+            if v.status == "ok":
+                seen[prop.expr.canonical] = prop.expr.canonical
+                unique.append((prop.expr.canonical, str(prop.expr)))
+        # Fingerprint duplicates of earlier generations' candidates need that
+        # representative's results, which the store has under its canonical form.
+        reps = {v.duplicate_of for v in verdicts if v.status == "fingerprint_duplicate"}
+        extra = [(c, c) for c in sorted(reps - set(seen))]
+
+        results: dict[str, tuple[float, dict, int]] = {}
+        promoted = unique + extra
+        if self.short_steps:
+            short = self._stage(unique + extra, self.short_steps, generation)
+            for canon, (fit, metrics) in short.items():
+                results[canon] = (fit, metrics, 1)
+            ranked = sorted(range(len(unique)), key=lambda i: -short[unique[i][0]][0])
+            n_promote = max(1, math.ceil(self.config.promote_fraction * len(unique))) if unique else 0
+            keep = sorted(ranked[:n_promote])
+            promoted = [unique[i] for i in keep] + extra
+            # Candidates already trained on the full budget in earlier generations keep it.
+            already = self.store.cached_evaluations(self.run_id, [
+                (c, t, s, self.full_steps[t], self.config.split) for c, _ in unique for t in self.tasks
+                for s in self.seeds])
+            full_known = {c for c, _ in unique if all((c, t, s, self.full_steps[t], self.config.split) in already
+                                                      for t in self.tasks for s in self.seeds)}
+            promoted += [u for u in unique if u[0] in full_known and u not in promoted]
+        full = self._stage(promoted, self.full_steps, generation)
+        for canon, (fit, metrics) in full.items():
+            results[canon] = (fit, metrics, 2)
+
+        scored: list[Scored] = []
+        for prop, v in zip(proposals, verdicts):
+            if v.status in ("ok", "duplicate", "fingerprint_duplicate"):
+                canon = v.duplicate_of or prop.expr.canonical
+                fit, metrics, fidelity = results[canon]
+                status = "ok" if all(m is not None for m in metrics.values()) else "failed"
+                if v.status != "ok":
+                    status = v.status
+                scored.append(Scored(prop.expr, prop.origin, status, fit, fidelity, metrics, v.detail))
+            else:
+                scored.append(Scored(prop.expr, prop.origin, v.status, REJECTED_FITNESS, 0, {}, v.detail))
+        stats = count_reasons(verdicts)
+        stats["evaluated"] = len(unique)
+        stats["promoted"] = len(promoted) if self.short_steps else len(unique)
+        stats["failed"] = sum(1 for s in scored if s.status == "failed")
+        return scored, stats

@@ -1,0 +1,273 @@
+"""Search strategies: genetic programming (DEAP) and random search.
+
+Both speak ask/tell: ``ask()`` returns the next generation's trees (with the
+Expr each encodes, or None when a tree is not a valid expression) and
+``tell(fitnesses)`` gives back (fitness, complexity) per tree.  Every random
+draw goes through the strategy's own RNG state (DEAP uses the global
+``random`` module, so it is swapped in around each call), so a run is
+reproducible and a checkpointed state resumes exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import operator
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+from deap import gp, tools
+
+from lossforge.primitives import Expr
+
+from .trees import (Individual, NotRepresentable, deserialise, is_constant, make_constant, make_pset, serialise,
+                    sympy_to_tree, tree_to_expr)
+
+
+@dataclass
+class Proposal:
+    tree: Individual | None
+    expr: Expr | None
+    origin: str
+
+
+def _json_state(state) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _py_state(state) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+@contextlib.contextmanager
+def _rng(strategy):
+    """Run DEAP's global-random calls on the strategy's own RNG state."""
+    outer = random.getstate()
+    random.setstate(strategy._rng_state)
+    try:
+        yield
+    finally:
+        strategy._rng_state = random.getstate()
+        random.setstate(outer)
+
+
+class RandomStrategy:
+    """Uniformly random trees from the same grammar (ramped half-and-half):
+    the baseline every GP result is compared with."""
+
+    name = "random"
+
+    def __init__(self, config, seed: int):
+        self.config = config
+        self.pset = make_pset(config.primitives, config.constant_range)
+        self._rng_state = random.Random(seed).getstate()
+        self.population: list[Individual] = []
+
+    def _random_tree(self) -> Individual:
+        c = self.config
+        for _ in range(100):
+            ind = Individual(gp.genHalfAndHalf(self.pset, c.init_min_depth, c.init_max_depth))
+            if ind.height <= c.max_height and len(ind) <= c.max_size:
+                return ind
+        return ind
+
+    def ask(self) -> list[Proposal]:
+        with _rng(self):
+            self.population = [self._random_tree() for _ in range(self.config.population)]
+        return [Proposal(ind, tree_to_expr(ind), "random") for ind in self.population]
+
+    def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
+        for ind, fit in zip(self.population, fitnesses):
+            ind.fitness.values = fit
+
+    def state(self) -> dict:
+        return {"rng": _json_state(self._rng_state)}
+
+    def load_state(self, state: dict) -> None:
+        self._rng_state = _py_state(state["rng"])
+
+
+class GPStrategy:
+    """Tree GP with DEAP: ramped half-and-half initialisation (optionally seeded
+    with catalogue losses), tournament selection with complexity as tie-break or
+    NSGA-II on (fitness, complexity), subtree crossover, subtree / point / shrink
+    / hoist mutation and constant perturbation, static height and size limits,
+    elitism."""
+
+    name = "gp"
+
+    def __init__(self, config, seed: int):
+        self.config = config
+        self.pset = make_pset(config.primitives, config.constant_range)
+        self._rng_state = random.Random(seed).getstate()
+        self.population: list[Individual] = []
+        self.offspring: list[Individual] = []
+        self.generation = 0
+        self.seed_notes: list[str] = []
+
+        limit_h = gp.staticLimit(key=operator.attrgetter("height"), max_value=config.max_height)
+        limit_s = gp.staticLimit(key=len, max_value=config.max_size)
+        self._crossover = limit_s(limit_h(gp.cxOnePoint))
+        self._mutations = {
+            "subtree": limit_s(limit_h(lambda ind: gp.mutUniform(ind, self._subtree, self.pset))),
+            "point": limit_s(limit_h(lambda ind: gp.mutNodeReplacement(ind, self.pset))),
+            "shrink": limit_s(limit_h(gp.mutShrink)),
+            "hoist": limit_s(limit_h(self._hoist)),
+            "constant": limit_s(limit_h(self._perturb_constant)),
+        }
+
+    # -------------------------------------------------------------- operators
+    def _subtree(self, pset, type_):
+        return gp.genGrow(pset, 0, 2, type_)
+
+    @staticmethod
+    def _hoist(ind):
+        """Replace the tree by one of its own subtrees (a classic anti-bloat move)."""
+        if len(ind) < 3:
+            return (ind,)
+        index = random.randrange(1, len(ind))
+        sub = ind[ind.searchSubtree(index)]
+        ind[ind.searchSubtree(0)] = sub
+        return (ind,)
+
+    def _perturb_constant(self, ind):
+        """Jitter one constant (multiplicative log-normal step, 3 significant digits)."""
+        spots = [i for i, node in enumerate(ind) if is_constant(node)]
+        if not spots:
+            return gp.mutNodeReplacement(ind, self.pset)
+        i = random.choice(spots)
+        value = float(ind[i].value)
+        new = value * (2.0 ** random.gauss(0.0, 0.5)) if value != 0 else random.gauss(0.0, 0.5)
+        if random.random() < 0.1:
+            new = -new
+        ind[i] = make_constant(self.pset, float(f"{new:.3g}"))
+        return (ind,)
+
+    # -------------------------------------------------------------- ask / tell
+    def ask(self) -> list[Proposal]:
+        with _rng(self):
+            if not self.population:
+                self.offspring = self._initial()
+                origins = ["seed" if getattr(ind, "seeded", False) else "init" for ind in self.offspring]
+            else:
+                self.offspring, origins = self._vary()
+        return [Proposal(ind, tree_to_expr(ind), origin) for ind, origin in zip(self.offspring, origins)]
+
+    def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
+        for ind, fit in zip(self.offspring, fitnesses):
+            ind.fitness.values = fit
+        if self.config.selection == "nsga2":
+            # (mu + lambda) survival on the two objectives; also assigns the
+            # crowding distances that parent selection uses.
+            with _rng(self):
+                self.population = tools.selNSGA2(self.population + self.offspring, self.config.population)
+        else:
+            self.population = list(self.offspring)
+        self.generation += 1
+
+    def _initial(self) -> list[Individual]:
+        c = self.config
+        pop: list[Individual] = []
+        for name in c.seed_losses:
+            from lossforge.losses import get
+
+            loss = get(name)
+            if loss.expr is None:
+                self.seed_notes.append(f"seed loss '{name}' has no expression; skipped")
+                continue
+            try:
+                ind = sympy_to_tree(loss.expr.sympy, self.pset)
+            except NotRepresentable as exc:
+                self.seed_notes.append(f"seed loss '{name}' {exc}; skipped")
+                continue
+            ind.seeded = True
+            pop.append(ind)
+        for note in self.seed_notes:
+            warnings.warn(note, stacklevel=2)
+        pop = pop[: c.population]
+        # Ramped half-and-half: depths spread over the range, half full, half grown.
+        while len(pop) < c.population:
+            ind = Individual(gp.genHalfAndHalf(self.pset, c.init_min_depth, c.init_max_depth))
+            if ind.height <= c.max_height and len(ind) <= c.max_size:
+                pop.append(ind)
+        return pop
+
+    def _select_parents(self, k: int) -> list[Individual]:
+        c = self.config
+        pop = self.population
+        if c.selection == "nsga2":
+            if len(pop) % 4 == 0 and all(hasattr(i.fitness, "crowding_dist") for i in pop):
+                chosen: list[Individual] = []
+                while len(chosen) < k:  # binary tournaments on rank, then crowding
+                    chosen += tools.selTournamentDCD(pop, len(pop))
+                chosen = chosen[:k]
+            else:
+                chosen = tools.selRandom(pop, k)
+        else:
+            chosen = tools.selTournament(pop, k, c.tournament_size)
+        return [copy.deepcopy(i) for i in chosen]
+
+    def _vary(self) -> tuple[list[Individual], list[str]]:
+        c = self.config
+        elites: list[Individual] = []
+        if c.selection == "tournament" and c.elitism:
+            elites = [copy.deepcopy(i) for i in tools.selBest(self.population, c.elitism)]
+        n_children = c.population - len(elites)
+        parents = self._select_parents(n_children + (n_children % 2))
+        children, origins = [], []
+        for i in range(0, len(parents), 2):
+            a, b = parents[i], parents[i + 1] if i + 1 < len(parents) else copy.deepcopy(parents[0])
+            r = random.random()
+            if r < c.crossover_prob:
+                a, b = self._crossover(a, b)
+                pair = [(a, "crossover"), (b, "crossover")]
+            elif r < c.crossover_prob + c.mutation_prob:
+                pair = []
+                for ind in (a, b):
+                    op = random.choice(sorted(self._mutations))
+                    (ind,) = self._mutations[op](ind)
+                    pair.append((ind, f"mutation:{op}"))
+            else:
+                pair = [(a, "reproduction"), (b, "reproduction")]
+            for ind, origin in pair:
+                del ind.fitness.values
+                children.append(ind)
+                origins.append(origin)
+        children, origins = children[:n_children], origins[:n_children]
+        return elites + children, ["elite"] * len(elites) + origins
+
+    # -------------------------------------------------------------- state
+    def state(self) -> dict:
+        return {
+            "rng": _json_state(self._rng_state),
+            "generation": self.generation,
+            "population": [{"tree": serialise(ind), "fitness": list(ind.fitness.values),
+                            "crowding": getattr(ind.fitness, "crowding_dist", None)} for ind in self.population],
+        }
+
+    def load_state(self, state: dict) -> None:
+        self._rng_state = _py_state(state["rng"])
+        self.generation = int(state["generation"])
+        self.population = []
+        for item in state["population"]:
+            ind = deserialise(item["tree"], self.pset)
+            if item["fitness"]:
+                ind.fitness.values = tuple(item["fitness"])
+            if item.get("crowding") is not None:
+                ind.fitness.crowding_dist = item["crowding"]
+            self.population.append(ind)
+
+
+def make_strategy(config, seed: int):
+    if config.strategy == "gp":
+        return GPStrategy(config, seed)
+    if config.strategy == "random":
+        return RandomStrategy(config, seed)
+    if config.strategy == "family":
+        from .families import FamilyStrategy
+
+        return FamilyStrategy(config, seed)
+    raise ValueError(f"unknown strategy {config.strategy!r}")
