@@ -174,7 +174,7 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
     kinds = {t.kind for t in tasks.values()}
     cfilter = CandidateFilter(kinds, fingerprint_dedup=config.fingerprint_dedup, direct_check=config.direct_check,
                               direct_check_steps=config.direct_check_steps)
-    strategy = make_strategy(config, meta["strategy_seed"])
+    strategy = make_strategy(config, meta["strategy_seed"], run_id=meta["run_id"], storage_url=meta["store"])
     hof = HallOfFame(config.hall_of_fame)
     bar = Progress(config, quiet=quiet, enabled=progress)
     scorer = Scorer(config=config, tasks=tasks, evaluator=evaluator, store=store, run_id=meta["run_id"],

@@ -261,7 +261,7 @@ class GPStrategy:
             self.population.append(ind)
 
 
-def make_strategy(config, seed: int):
+def make_strategy(config, seed: int, run_id: str = "run", storage_url: str | None = None):
     if config.strategy == "gp":
         return GPStrategy(config, seed)
     if config.strategy == "random":
@@ -269,5 +269,5 @@ def make_strategy(config, seed: int):
     if config.strategy == "family":
         from .families import FamilyStrategy
 
-        return FamilyStrategy(config, seed)
+        return FamilyStrategy(config, seed, run_id=run_id, storage_url=storage_url)
     raise ValueError(f"unknown strategy {config.strategy!r}")

@@ -1,0 +1,110 @@
+"""Optuna constant tuning of the hall of fame's best candidates.
+
+Each numeric constant of a candidate (not integer exponents, not 0 or +-1)
+becomes a tunable constant c0..ck with a range around its value; an Optuna
+study (TPE or CMA-ES, stored in the run's database) proposes values in
+batches, the usual scorer trains and scores them on the same tasks and
+budget, and the tuned expressions join the hall of fame.  Completed trials
+are replayed from the store on resume, so nothing is trained twice.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+import sympy
+
+from lossforge.primitives import Expr, GrammarError
+from lossforge.primitives.symbols import TUNABLE
+
+from .halloffame import Entry
+from .optuna_util import completed, make_sampler, open_study, tell_fitness
+from .strategies import Proposal
+
+
+def parametrise(expr: Expr, max_constants: int = len(TUNABLE)) -> tuple[Expr, dict[str, float]]:
+    """Replace the tunable numbers of ``expr`` by c0, c1, ...; return the
+    template and the original values."""
+    values: dict[str, float] = {}
+    mapping: dict[sympy.Expr, sympy.Symbol] = {}
+
+    def walk(e: sympy.Expr, in_exponent: bool = False) -> sympy.Expr:
+        if e.is_Number:
+            if in_exponent and e.is_Integer or e in (0, 1, -1) or len(values) >= max_constants:
+                return e
+            if e not in mapping:
+                name = f"c{len(values)}"
+                values[name] = float(e)
+                mapping[e] = TUNABLE[name]
+            return mapping[e]
+        if not e.args:
+            return e
+        if e.is_Pow:
+            return e.func(walk(e.base), walk(e.exp, in_exponent=True), evaluate=False)
+        return e.func(*[walk(a) for a in e.args], evaluate=False)
+
+    template = walk(expr.sympy)
+    return Expr(sympy.sympify(template)) if values else expr, values
+
+
+def _distributions(values: dict[str, float]) -> dict:
+    return {k: optuna.distributions.FloatDistribution(v - max(1.0, 2 * abs(v)), v + max(1.0, 2 * abs(v)))
+            for k, v in values.items()}
+
+
+def tune_hall_of_fame(*, config, scorer, hof, store, run_id: str, study_url: str, progress=None) -> None:
+    targets = list(hof.entries[: config.tune_top])
+    per_batch = config.population
+    batches = math.ceil(config.tune_trials / per_batch)
+    for i, entry in enumerate(targets):
+        template, values = parametrise(entry.expression)
+        if not values:
+            continue
+        dists = _distributions(values)
+        study = open_study(f"{run_id}-tune-{i}", study_url, make_sampler(config.sampler, config.seed))
+        if not study.trials:
+            study.enqueue_trial(values)  # the first trial is the candidate as found
+        done = completed(study)
+        # Replay finished trials from the store: their results are cached.
+        if done:
+            _score(scorer, hof, template, [t.params for t in done], config.generations + i * batches, None, None)
+        for b in range(len(done) // per_batch, batches):
+            generation = config.generations + i * batches + b
+            n = min(per_batch, config.tune_trials - b * per_batch)
+            study.sampler = make_sampler(config.sampler, config.seed + 104729 * (generation + 1),
+                                         n_startup=min(8, config.tune_trials))
+            trials = [study.ask(dists) for _ in range(n)]
+            scored = _score(scorer, hof, template, [t.params for t in trials], generation, store, run_id)
+            for t, s in zip(trials, scored):
+                tell_fitness(study, t, s.fitness)
+            if progress is not None:
+                best = max(scored, key=lambda s: s.fitness)
+                progress.note(f"tuning {i + 1}/{len(targets)} batch {b + 1}/{batches}: best {best.fitness:+.4f} "
+                              f"{best.expr}")
+
+
+def _score(scorer, hof, template: Expr, params_list, generation: int, store, run_id):
+    proposals = []
+    for params in params_list:
+        try:
+            expr = template.bind({k: float(f"{v:.4g}") for k, v in params.items()})
+        except GrammarError:
+            expr = None
+        proposals.append(Proposal(None, expr, "tuned"))
+    scored, stats = scorer.score(proposals, generation)
+    hof.update([Entry(str(s.expr), s.expr.canonical, s.expr.complexity, s.fitness, dict(s.metrics), generation,
+                      "tuned") for s in scored if s.fidelity == 2 and s.expr is not None and s.status != "failed"])
+    if store is not None:
+        import json
+
+        trained = [s.fitness for s in scored if s.fidelity > 0]
+        rows = [{"position": k, "origin": "tuned", "expr": str(s.expr) if s.expr is not None else None,
+                 "canonical": s.expr.canonical if s.expr is not None else None,
+                 "complexity": s.expr.complexity if s.expr is not None else None, "status": s.status,
+                 "fidelity": s.fidelity, "fitness": s.fitness, "scores": json.dumps(s.metrics)}
+                for k, s in enumerate(scored)]
+        store.record_generation(run_id, generation, rows, {
+            "best": max(trained) if trained else None, "median": statistics.median(trained) if trained else None,
+            "n_candidates": len(scored), "n_evaluations": stats["evaluated"], "filters": stats, "wall_time": 0.0})
+    return scored
