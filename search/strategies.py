@@ -54,6 +54,28 @@ def _rng(strategy):
         random.setstate(outer)
 
 
+_TRIES = 200
+
+
+def uses_both_terminals(ind) -> bool:
+    """Cheap structural check: the tree reads both the prediction and the target
+    (a tree without one of them is rejected by the filters anyway)."""
+    names = {node.value for node in ind if isinstance(node, gp.Terminal) and isinstance(node.value, str)}
+    return {"p", "y"} <= names
+
+
+def _random_tree(strategy) -> Individual:
+    """Ramped half-and-half, redrawn (bounded) until it fits the size limits
+    and reads both ``p`` and ``y``."""
+    c = strategy.config
+    ind = None
+    for _ in range(_TRIES):
+        ind = Individual(gp.genHalfAndHalf(strategy.pset, max(c.init_min_depth, 1), c.init_max_depth))
+        if ind.height <= c.max_height and len(ind) <= c.max_size and uses_both_terminals(ind):
+            return ind
+    return ind
+
+
 class RandomStrategy:
     """Uniformly random trees from the same grammar (ramped half-and-half):
     the baseline every GP result is compared with."""
@@ -66,17 +88,9 @@ class RandomStrategy:
         self._rng_state = random.Random(seed).getstate()
         self.population: list[Individual] = []
 
-    def _random_tree(self) -> Individual:
-        c = self.config
-        for _ in range(100):
-            ind = Individual(gp.genHalfAndHalf(self.pset, c.init_min_depth, c.init_max_depth))
-            if ind.height <= c.max_height and len(ind) <= c.max_size:
-                return ind
-        return ind
-
     def ask(self) -> list[Proposal]:
         with _rng(self):
-            self.population = [self._random_tree() for _ in range(self.config.population)]
+            self.population = [_random_tree(self) for _ in range(self.config.population)]
         return [Proposal(ind, tree_to_expr(ind), "random") for ind in self.population]
 
     def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
@@ -188,11 +202,15 @@ class GPStrategy:
         for note in self.seed_notes:
             warnings.warn(note, stacklevel=2)
         pop = pop[: c.population]
-        # Ramped half-and-half: depths spread over the range, half full, half grown.
+        # Ramped half-and-half, without repeating a tree already drawn.
+        seen = {str(ind) for ind in pop}
         while len(pop) < c.population:
-            ind = Individual(gp.genHalfAndHalf(self.pset, c.init_min_depth, c.init_max_depth))
-            if ind.height <= c.max_height and len(ind) <= c.max_size:
-                pop.append(ind)
+            for _ in range(_TRIES):
+                ind = _random_tree(self)
+                if str(ind) not in seen:
+                    break
+            seen.add(str(ind))
+            pop.append(ind)
         return pop
 
     def _select_parents(self, k: int) -> list[Individual]:
@@ -222,14 +240,16 @@ class GPStrategy:
             a, b = parents[i], parents[i + 1] if i + 1 < len(parents) else copy.deepcopy(parents[0])
             r = random.random()
             if r < c.crossover_prob:
-                a, b = self._crossover(a, b)
-                pair = [(a, "crossover"), (b, "crossover")]
+                pair = self._retry(lambda x, y: [(z, "crossover") for z in self._crossover(x, y)], a, b)
             elif r < c.crossover_prob + c.mutation_prob:
-                pair = []
-                for ind in (a, b):
-                    op = random.choice(sorted(self._mutations))
-                    (ind,) = self._mutations[op](ind)
-                    pair.append((ind, f"mutation:{op}"))
+                def mutate(x, y):
+                    out = []
+                    for ind in (x, y):
+                        op = random.choice(sorted(self._mutations))
+                        (ind,) = self._mutations[op](ind)
+                        out.append((ind, f"mutation:{op}"))
+                    return out
+                pair = self._retry(mutate, a, b)
             else:
                 pair = [(a, "reproduction"), (b, "reproduction")]
             for ind, origin in pair:
@@ -238,6 +258,17 @@ class GPStrategy:
                 origins.append(origin)
         children, origins = children[:n_children], origins[:n_children]
         return elites + children, ["elite"] * len(elites) + origins
+
+    @staticmethod
+    def _retry(operation, a, b, tries: int = 4):
+        """Apply a variation; a child that lost ``p`` or ``y`` is redrawn from
+        its parents (a few times, then kept: the filters reject it for free)."""
+        out = []
+        for _ in range(tries):
+            out = operation(copy.deepcopy(a), copy.deepcopy(b))
+            if all(uses_both_terminals(ind) for ind, _ in out):
+                return out
+        return out
 
     # -------------------------------------------------------------- state
     def state(self) -> dict:
