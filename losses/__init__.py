@@ -3,16 +3,30 @@
 >>> from lossforge.losses import get, names
 >>> loss = get("huber")
 >>> module = loss.module(delta=2.0, reduction="none")
+>>> print(export("huber", format="py"))            # doctest: +SKIP
+
+Discovered losses live in TOML files (``losses/discovered/`` and the user store,
+``$LOSSFORGE_STORE`` or ``~/.lossforge/losses``); see :mod:`lossforge.losses.store`.
+``lossforge.losses.compare.compare`` scores losses against each other on tasks
+(it imports ``lossforge.tasks``, so it is not imported here).
 """
 from __future__ import annotations
 
-from .errors import LossInputError, LossNotFound, LossParameterError
+from .errors import CompareError, ExportError, LossInputError, LossNotFound, LossParameterError, StoreError
+from .export import FORMATS as EXPORT_FORMATS
+from .export import export
 from .expression_module import ExpressionLoss
 from .loss import Loss
 from .registry import CatalogueError, get, names, register_source, sources, unregister_source
+from .store import StoreWarning, save, save_discovered, store_directory, use_store
+from .store import _SOURCE as _DISCOVERED_SOURCE
 from .table import catalogue_table
 
+register_source("discovered", _DISCOVERED_SOURCE, replace=True)
+
 __all__ = [
-    "CatalogueError", "ExpressionLoss", "Loss", "LossInputError", "LossNotFound", "LossParameterError",
-    "catalogue_table", "get", "names", "register_source", "sources", "unregister_source",
+    "CatalogueError", "CompareError", "EXPORT_FORMATS", "ExportError", "ExpressionLoss", "Loss", "LossInputError",
+    "LossNotFound", "LossParameterError", "StoreError", "StoreWarning", "catalogue_table", "export", "get",
+    "names", "register_source", "save", "save_discovered", "sources", "store_directory", "unregister_source",
+    "use_store",
 ]

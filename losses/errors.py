@@ -20,3 +20,17 @@ class LossParameterError(LossforgeError, ValueError, TypeError):
 
 class LossInputError(LossforgeError, ValueError):
     """Inputs of a loss do not fit it: shapes, dtypes, target encoding or the reduction."""
+
+
+class StoreError(LossforgeError, ValueError):
+    """A stored loss file is unreadable, invalid or hostile, or a save would lose data.
+
+    Messages name the file and say how to fix it."""
+
+
+class ExportError(LossforgeError, ValueError):
+    """A loss cannot be exported in the requested format (e.g. a reference without an expression)."""
+
+
+class CompareError(LossforgeError, ValueError):
+    """A comparison was asked for unknown tasks or losses, or with invalid settings."""

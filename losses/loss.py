@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from types import MappingProxyType
-from typing import Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -214,6 +214,8 @@ class Loss:
     # Non-numeric keyword arguments module() also accepts (e.g. class_counts).
     extra_args: tuple[str, ...] = ()
     notes: str = ""
+    # Where a discovered loss came from (run id, config digest, generation, scores, seeds; see losses/store.py).
+    provenance: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType({k: float(v) for k, v in dict(self.params).items()}))

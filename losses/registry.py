@@ -4,7 +4,9 @@ A *source* is a named function returning catalogue entries.  The reference
 catalogue is the built-in source; the store of discovered losses registers
 itself as another (``register_source("discovered", load)``), and ``get`` and
 ``names`` then see its losses too.  Sources are asked on every lookup, so a
-source that caches decides itself when to reload.
+source that caches decides itself when to reload.  A source may also have an
+``explain_missing(name)`` method returning the error to raise for a name it
+knows but cannot load (a corrupt file), instead of "no loss named ...".
 """
 from __future__ import annotations
 
@@ -63,8 +65,15 @@ def get(name: str) -> Loss:
     try:
         return losses[name]
     except (KeyError, TypeError):
-        raise LossNotFound(f"no loss named {name!r}{did_you_mean(str(name), losses)}; "
-                           f"`lossforge catalogue` lists them") from None
+        pass
+    # A source may know why a name is missing (the store: a file of that name is invalid).
+    for source in _SOURCES.values():
+        explain = getattr(source, "explain_missing", None)
+        reason = explain(name) if explain is not None and isinstance(name, str) else None
+        if reason is not None:
+            raise reason
+    raise LossNotFound(f"no loss named {name!r}{did_you_mean(str(name), losses)}; "
+                       f"`lossforge catalogue` lists them")
 
 
 def select(kind: str | None = None, family: str | None = None) -> list[Loss]:

@@ -68,6 +68,50 @@ def _print_result(result) -> None:
         print(f"saved to the loss store as '{name}' (lossforge export {name} --format py)")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lossforge.losses import ExportError, export
+    from lossforge.losses.store import use_store
+
+    with use_store(args.store):
+        text = export(args.name, format=args.format)
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path} ({args.format})")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from lossforge.losses.compare import compare
+    from lossforge.losses.store import use_store
+
+    progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    with use_store(args.store):
+        result = compare(args.tasks, args.losses, seeds=args.seeds, split=args.split, steps=args.steps,
+                         out=args.out, device=args.device, on_progress=progress)
+    print(result.table())
+    if args.out:
+        print(f"\nwrote compare.md, compare.csv, compare_summary.csv and the plots to {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    result = report(args.run_dir, out=args.out)
+    print(f"report of run {result.run_id}: {result.markdown}")
+    for path in result.figures:
+        print(f"  {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossforge",
@@ -95,6 +139,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list the built-in training tasks and their budgets")
     p.set_defaults(func=_cmd_tasks)
+
+    p = sub.add_parser("export", help="export a loss as PyTorch code, JSON, LaTeX or sympy")
+    p.add_argument("name", help="a loss name (reference or discovered; see `lossforge catalogue`)")
+    p.add_argument("--format", default="py", help="py (standalone torch module), json, latex or sympy (default: py)")
+    p.add_argument("-o", "--output", help="write to this file instead of standard output")
+    p.add_argument("--store", help="the user loss store (default: $LOSSFORGE_STORE, else ~/.lossforge/losses)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("compare", help="compare losses on tasks over seeds, on held-out data, with statistics")
+    p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. digits,breast_cancer")
+    p.add_argument("--losses", required=True, help="comma-separated loss names, e.g. cross_entropy,focal,lf_1a2b3c4d")
+    p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per task and loss (default: 10)")
+    p.add_argument("--steps", type=int, help="training steps per model (default: each task's budget)")
+    p.add_argument("--split", default="test", help="split to score on: test (default), val or train")
+    p.add_argument("--out", help="write compare.md, compare.csv, compare_summary.csv and PNG plots here")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--store", help="the user loss store (default: $LOSSFORGE_STORE, else ~/.lossforge/losses)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="figures and a Markdown summary of a search run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory a search wrote")
+    p.add_argument("--out", help="where to write the report (default: RUN_DIR/report)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

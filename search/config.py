@@ -75,6 +75,7 @@ class SearchConfig:
     aggregate: str = "mean"
     # -- filters
     fingerprint_dedup: bool = True
+    screen: bool = True          # strategies redraw proposals that the filters would reject
     direct_check: bool = True
     direct_check_steps: int = 60
     # -- Optuna: constant tuning of the best candidates, and family search
@@ -145,6 +146,14 @@ class SearchConfig:
             raise ConfigError("cpus_per_eval must be positive and gpus_per_eval not negative")
         if self.time_limit is not None and self.time_limit <= 0:
             raise ConfigError(f"time_limit = {self.time_limit} must be positive (seconds) or omitted")
+        if self.store is not None:
+            import sqlalchemy as sa
+
+            try:
+                sa.engine.make_url(self.store).get_dialect()
+            except sa.exc.ArgumentError:
+                raise ConfigError(f"store = {self.store!r} is not a database URL; use e.g. "
+                                  "'sqlite:////abs/path/runs.db' or 'postgresql://user@host/db'") from None
         if self.primitives is not None:
             from lossforge.primitives import primitives as table
 

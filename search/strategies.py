@@ -55,6 +55,7 @@ def _rng(strategy):
 
 
 _TRIES = 200
+_CLONE_FITNESS = -100.0   # as a rejected candidate (search.fitness.REJECTED_FITNESS)
 
 
 def uses_both_terminals(ind) -> bool:
@@ -64,14 +65,63 @@ def uses_both_terminals(ind) -> bool:
     return {"p", "y"} <= names
 
 
-def _random_tree(strategy) -> Individual:
+class _Screen:
+    """Cheap screening of proposals before they reach the evaluator.
+
+    A tree must read ``p`` and ``y``; with a ``viable`` predicate (the search's
+    filters without the training: constant, non-finite, wrong gradient, direct
+    check) it must also pass that, and with ``novel`` its canonical form must
+    not have been proposed before.  Conversions and verdicts are cached by the
+    tree's text.  Everything here is deterministic, so a resumed search
+    replays the same draws.
+    """
+
+    def __init__(self):
+        self.viable = None            # Callable[[Expr], bool] | None, set by the engine
+        self.seen: set[str] = set()   # canonical forms proposed so far
+        self._exprs: dict[str, Expr | None] = {}
+        self._verdicts: dict[str, bool] = {}
+
+    def expr(self, ind) -> Expr | None:
+        key = str(ind)
+        if key not in self._exprs:
+            if len(self._exprs) > 200_000:
+                self._exprs.clear()
+            self._exprs[key] = tree_to_expr(ind)
+        return self._exprs[key]
+
+    def ok(self, ind, novel: bool = True) -> bool:
+        if not uses_both_terminals(ind):
+            return False
+        if self.viable is None and not novel:
+            return True
+        e = self.expr(ind)
+        if e is None:
+            return False
+        if novel and e.canonical in self.seen:
+            return False
+        if self.viable is None:
+            return True
+        if e.canonical not in self._verdicts:
+            self._verdicts[e.canonical] = bool(self.viable(e))
+        return self._verdicts[e.canonical]
+
+    def remember(self, inds) -> None:
+        for ind in inds:
+            e = self.expr(ind)
+            if e is not None:
+                self.seen.add(e.canonical)
+
+
+def _random_tree(strategy, novel: bool = True, tries: int = _TRIES) -> Individual:
     """Ramped half-and-half, redrawn (bounded) until it fits the size limits
-    and reads both ``p`` and ``y``."""
+    and passes the screen (reads ``p`` and ``y``; viable and new where the
+    engine asks for it); after ``tries`` draws the last one is returned."""
     c = strategy.config
     ind = None
-    for _ in range(_TRIES):
+    for _ in range(tries):
         ind = Individual(gp.genHalfAndHalf(strategy.pset, max(c.init_min_depth, 1), c.init_max_depth))
-        if ind.height <= c.max_height and len(ind) <= c.max_size and uses_both_terminals(ind):
+        if ind.height <= c.max_height and len(ind) <= c.max_size and strategy.screen.ok(ind, novel):
             return ind
     return ind
 
@@ -87,21 +137,31 @@ class RandomStrategy:
         self.pset = make_pset(config.primitives, config.constant_range)
         self._rng_state = random.Random(seed).getstate()
         self.population: list[Individual] = []
+        self.screen = _Screen()
+
+    def set_viability(self, viable) -> None:
+        """Screen proposals with ``viable(expr) -> bool`` (the search's cheap filters)."""
+        self.screen.viable = viable
 
     def ask(self) -> list[Proposal]:
         with _rng(self):
-            self.population = [_random_tree(self) for _ in range(self.config.population)]
-        return [Proposal(ind, tree_to_expr(ind), "random") for ind in self.population]
+            self.population = []
+            for _ in range(self.config.population):
+                ind = _random_tree(self)
+                self.screen.remember([ind])
+                self.population.append(ind)
+        return [Proposal(ind, self.screen.expr(ind), "random") for ind in self.population]
 
     def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
         for ind, fit in zip(self.population, fitnesses):
             ind.fitness.values = fit
 
     def state(self) -> dict:
-        return {"rng": _json_state(self._rng_state)}
+        return {"rng": _json_state(self._rng_state), "seen": sorted(self.screen.seen)}
 
     def load_state(self, state: dict) -> None:
         self._rng_state = _py_state(state["rng"])
+        self.screen.seen = set(state.get("seen", []))
 
 
 class GPStrategy:
@@ -121,6 +181,7 @@ class GPStrategy:
         self.offspring: list[Individual] = []
         self.generation = 0
         self.seed_notes: list[str] = []
+        self.screen = _Screen()
 
         limit_h = gp.staticLimit(key=operator.attrgetter("height"), max_value=config.max_height)
         limit_s = gp.staticLimit(key=len, max_value=config.max_size)
@@ -160,6 +221,13 @@ class GPStrategy:
         ind[i] = make_constant(self.pset, float(f"{new:.3g}"))
         return (ind,)
 
+    def set_viability(self, viable) -> None:
+        """Screen new trees with ``viable(expr) -> bool`` (the search's cheap filters):
+        initial trees are redrawn and offspring re-varied (a bounded number of
+        times) until they pass and are new, so training goes to candidates that
+        can learn something."""
+        self.screen.viable = viable
+
     # -------------------------------------------------------------- ask / tell
     def ask(self) -> list[Proposal]:
         with _rng(self):
@@ -168,10 +236,20 @@ class GPStrategy:
                 origins = ["seed" if getattr(ind, "seeded", False) else "init" for ind in self.offspring]
             else:
                 self.offspring, origins = self._vary()
-        return [Proposal(ind, tree_to_expr(ind), origin) for ind, origin in zip(self.offspring, origins)]
+        self.screen.remember(self.offspring)
+        return [Proposal(ind, self.screen.expr(ind), origin) for ind, origin in zip(self.offspring, origins)]
 
     def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
+        # A second copy of a form already in this generation gets the rejected
+        # fitness: it can survive as a slot but is never chosen as a parent, so
+        # a converging population does not fill up with clones.
+        in_generation: set[str] = set()
         for ind, fit in zip(self.offspring, fitnesses):
+            e = self.screen.expr(ind)
+            key = e.canonical if e is not None else str(ind)
+            if key in in_generation:
+                fit = (min(fit[0], _CLONE_FITNESS), fit[1])
+            in_generation.add(key)
             ind.fitness.values = fit
         if self.config.selection == "nsga2":
             # (mu + lambda) survival on the two objectives; also assigns the
@@ -202,14 +280,11 @@ class GPStrategy:
         for note in self.seed_notes:
             warnings.warn(note, stacklevel=2)
         pop = pop[: c.population]
-        # Ramped half-and-half, without repeating a tree already drawn.
-        seen = {str(ind) for ind in pop}
+        # Ramped half-and-half, screened, without repeating a canonical form.
+        self.screen.remember(pop)
         while len(pop) < c.population:
-            for _ in range(_TRIES):
-                ind = _random_tree(self)
-                if str(ind) not in seen:
-                    break
-            seen.add(str(ind))
+            ind = _random_tree(self)
+            self.screen.remember([ind])
             pop.append(ind)
         return pop
 
@@ -259,21 +334,32 @@ class GPStrategy:
         children, origins = children[:n_children], origins[:n_children]
         return elites + children, ["elite"] * len(elites) + origins
 
-    @staticmethod
-    def _retry(operation, a, b, tries: int = 4):
-        """Apply a variation; a child that lost ``p`` or ``y`` is redrawn from
-        its parents (a few times, then kept: the filters reject it for free)."""
+    def _retry(self, operation, a, b, tries: int = 6):
+        """Apply a variation; a child that fails the screen (lost ``p`` or
+        ``y``, not viable, or a form already proposed) is redrawn from its
+        parents, a few times; a child still failing is replaced by a random
+        immigrant that passes (a bounded search), else by a copy of its parent."""
         out = []
         for _ in range(tries):
             out = operation(copy.deepcopy(a), copy.deepcopy(b))
-            if all(uses_both_terminals(ind) for ind, _ in out):
+            if all(self.screen.ok(ind) for ind, _ in out):
                 return out
-        return out
+        fixed = []
+        for (child, origin), parent in zip(out, (a, b)):
+            if not self.screen.ok(child):
+                immigrant = _random_tree(self, tries=100)
+                if self.screen.ok(immigrant):
+                    child, origin = immigrant, "immigrant"
+                else:
+                    child, origin = copy.deepcopy(parent), "reproduction"
+            fixed.append((child, origin))
+        return fixed
 
     # -------------------------------------------------------------- state
     def state(self) -> dict:
         return {
             "rng": _json_state(self._rng_state),
+            "seen": sorted(self.screen.seen),
             "generation": self.generation,
             "population": [{"tree": serialise(ind), "fitness": list(ind.fitness.values),
                             "crowding": getattr(ind.fitness, "crowding_dist", None)} for ind in self.population],
@@ -281,6 +367,7 @@ class GPStrategy:
 
     def load_state(self, state: dict) -> None:
         self._rng_state = _py_state(state["rng"])
+        self.screen.seen = set(state.get("seen", []))
         self.generation = int(state["generation"])
         self.population = []
         for item in state["population"]:

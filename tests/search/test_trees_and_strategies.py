@@ -106,7 +106,7 @@ def test_gp_improves_a_simple_objective():
 
     s = GPStrategy(_config(population=30), 0)
     best = []
-    for _ in range(8):
+    for _ in range(12):
         props = s.ask()
         fits = [fit(p.expr) for p in props]
         best.append(max(fits))
