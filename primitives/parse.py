@@ -155,7 +155,7 @@ class _Builder:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.fail(node, f"literal {_token(node, self.text)} is not a number")
-        if not math.isfinite(v) or abs(v) > MAX_CONSTANT:
+        if abs(v) > MAX_CONSTANT or not math.isfinite(v):  # abs first: a huge int overflows isfinite
             raise self.fail(node, f"constant {_token(node, self.text)} is outside [-{MAX_CONSTANT:g}, {MAX_CONSTANT:g}]")
         if isinstance(v, int):
             return sympy.Integer(v)

@@ -44,7 +44,9 @@ def _digest(payload: dict) -> str:
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path = Path(path)
     if path.exists():
-        os.replace(path, path.with_name(path.stem + ".prev.json"))
+        # Copied, not renamed: the checkpoint must exist at every instant, or a crash
+        # right here would look like a run that never wrote one (and restart it).
+        atomic_write_text(path.with_name(path.stem + ".prev.json"), path.read_text(encoding="utf-8"))
     doc = {"format": FORMAT, "sha256": _digest(payload), "payload": payload}
     atomic_write_text(path, json.dumps(doc, sort_keys=True))
 

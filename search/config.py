@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -91,6 +92,10 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         self._check_types()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", self.name):
+            # it names the run directory and the run id: no path separators, bounded length
+            raise ConfigError(f"name = {self.name!r} must be 1-40 letters, digits, '-', '_' or '.', "
+                              "starting with a letter or digit")
         if not self.tasks:
             raise ConfigError("tasks is empty; name at least one task (see `lossforge tasks`)")
         self.tasks = list(self.tasks)
@@ -198,7 +203,7 @@ class SearchConfig:
         flat: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for key, value in data.items():
-            if isinstance(value, dict) and key not in known:
+            if isinstance(value, dict) and (key not in known or key in SECTIONS):
                 if key not in SECTIONS:
                     raise ConfigError(f"{source}: unknown section [{key}]{did_you_mean(key, SECTIONS)}")
                 for k, v in value.items():
@@ -225,6 +230,8 @@ class SearchConfig:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a search config (arrays or tables nested too deeply)") from None
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -133,6 +133,10 @@ def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = 
         meta = json.loads((run_dir / RUN_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StorageError(f"{run_dir / RUN_FILE} is corrupt ({exc}); the run cannot be resumed") from None
+    missing = sorted(_META_KEYS - set(meta)) if isinstance(meta, dict) else sorted(_META_KEYS)
+    if missing:
+        raise StorageError(f"{run_dir / RUN_FILE} is not a lossforge run record (missing {', '.join(missing)}); "
+                           "restore it from a backup or start a new run")
     config = SearchConfig.from_toml(run_dir / CONFIG_FILE)
     allowed = {"workers", "evaluator", "address", "time_limit", "max_retries"}
     bad = set(overrides) - allowed
@@ -142,7 +146,39 @@ def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = 
     if config.digest() != meta["config_digest"]:
         raise StorageError(f"{run_dir / CONFIG_FILE} was edited since the run started (its settings no longer match "
                            "the run); restore it or start a new run")
+    if config.store is None:  # the run's own runs.db, wherever the directory now is (copied or moved)
+        meta["store"] = default_store_url(run_dir)
+    _check_resumable(run_dir, meta, config)
     return _execute(config, run_dir, meta, quiet=quiet, progress=progress, evaluator=evaluator)
+
+
+_META_KEYS = {"run_id", "version", "store", "config_digest", "eval_seeds", "strategy_seed"}
+
+
+def _check_resumable(run_dir: Path, meta: dict, config: SearchConfig) -> None:
+    """Refuse, before anything is written, to resume from a damaged or missing
+    checkpoint or run store: carrying on would silently restart the search and
+    overwrite the run's results."""
+    ckpt = run_dir / CHECKPOINT_FILE
+    prev = ckpt.with_name(ckpt.stem + ".prev.json")
+    if not ckpt.exists():
+        if prev.exists():
+            raise StorageError(f"checkpoint {ckpt} is missing but {prev.name} is there; copy {prev.name} to "
+                               f"{ckpt.name} to resume from one generation earlier. lossforge will not start the "
+                               "run again from scratch")
+        return  # interrupted before its first checkpoint: starting again loses nothing
+    payload = read_checkpoint(ckpt)  # a StorageError naming the file when corrupt
+    if not isinstance(payload, dict):
+        raise StorageError(f"checkpoint {ckpt} passes its checksum but holds no run state; restore it or start a "
+                           "new run")
+    if payload.get("run_id") != meta["run_id"]:
+        raise StorageError(f"checkpoint {ckpt} belongs to run {payload.get('run_id')}, not {meta['run_id']}; it was "
+                           f"copied from another run. Restore this run's checkpoint (or {prev.name})")
+    db = run_dir / "runs.db"
+    if config.store is None and (not db.exists() or db.stat().st_size == 0):
+        raise StorageError(f"run store {db} is missing or empty but checkpoint {ckpt.name} records "
+                           f"{payload.get('next_generation')} finished generations; restore runs.db from a backup "
+                           "(resuming without it would lose the run's results)")
 
 
 def _execute(config: SearchConfig, run_dir: Path, meta: dict, *, quiet: bool, progress: bool | None,
@@ -175,6 +211,8 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
     cfilter = CandidateFilter(kinds, fingerprint_dedup=config.fingerprint_dedup, direct_check=config.direct_check,
                               direct_check_steps=config.direct_check_steps)
     strategy = make_strategy(config, meta["strategy_seed"], run_id=meta["run_id"], storage_url=meta["store"])
+    if config.screen and hasattr(strategy, "set_viability"):
+        strategy.set_viability(cfilter.viable)
     hof = HallOfFame(config.hall_of_fame)
     bar = Progress(config, quiet=quiet, enabled=progress)
     scorer = Scorer(config=config, tasks=tasks, evaluator=evaluator, store=store, run_id=meta["run_id"],
@@ -186,10 +224,15 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
         if payload.get("run_id") != meta["run_id"]:
             raise StorageError(f"checkpoint {ckpt_path} belongs to run {payload.get('run_id')}, not "
                                f"{meta['run_id']}; it was copied from another run")
-        strategy.load_state(payload["strategy"])
-        hof.load_state(payload["hall_of_fame"])
-        cfilter.load_state(payload["filter"])
-        start = int(payload["next_generation"])
+        try:
+            strategy.load_state(payload["strategy"])
+            hof.load_state(payload["hall_of_fame"])
+            cfilter.load_state(payload["filter"])
+            start = int(payload["next_generation"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise StorageError(f"checkpoint {ckpt_path} passes its checksum but does not fit this run "
+                               f"({type(exc).__name__}: {exc}); it was edited or written by another version. "
+                               "Restore the checkpoint or start a new run") from None
     bar.start(start)
     baselines = scorer.compute_baselines()
     for gen in range(start, config.generations):
@@ -197,9 +240,11 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
         proposals = strategy.ask()
         scored, stats = scorer.score(proposals, gen)
         strategy.tell([(s.fitness, s.complexity) for s in scored])
+        # Only candidates trained under their own canonical form: a fingerprint
+        # duplicate borrows its representative's metrics and is not a new entry.
         hof.update([Entry(str(s.expr), s.expr.canonical, s.expr.complexity, s.fitness,
                           dict(s.metrics), gen, s.origin)
-                    for s in scored if s.fidelity == 2 and s.expr is not None and s.status != "failed"])
+                    for s in scored if s.fidelity == 2 and s.expr is not None and s.status == "ok"])
         trained = [s.fitness for s in scored if s.fidelity > 0]
         summary = {
             "best": max(trained) if trained else None,

@@ -83,7 +83,10 @@ def run_job(task, job: Job, threads: int | None = None, time_limit: float | None
                 results = task.evaluate(losses, seed=job.seed, steps=job.steps, split=job.split, time_limit=time_limit)
                 for i, r in zip(slots, results):
                     metric = float(r.metric) if r.metric is not None and math.isfinite(r.metric) else None
-                    outcomes[i] = Outcome(metric if r.status == "ok" else None, r.status, r.error,
+                    status, error = r.status, r.error
+                    if status == "ok" and metric is None:  # a task that reports "ok" without a usable number
+                        status, error = "diverged", f"the task returned a non-finite metric ({r.metric})"
+                    outcomes[i] = Outcome(metric if status == "ok" else None, status, error,
                                           float(getattr(r, "train_time", 0.0) or 0.0))
             except Exception as exc:  # the task itself failed: every candidate of the job is recorded as failed
                 for i in slots:

@@ -17,7 +17,7 @@ import optuna
 
 from lossforge.primitives import Expr, GrammarError, parse
 
-from .optuna_util import completed, make_sampler, open_study, tell_fitness
+from .optuna_util import completed, make_sampler, open_study, take_running, tell_fitness
 from .strategies import Proposal
 
 
@@ -82,7 +82,8 @@ class FamilyStrategy:
         study.sampler = make_sampler(self.config.sampler, self.seed + 7919 * (self.generation + 1),
                                      n_startup=min(8, self.config.population))
         dists = self.family.distributions()
-        self._trials = [study.ask(dists) for _ in range(self.config.population)]
+        self._trials = (take_running(study, self.config.population)
+                        or [study.ask(dists) for _ in range(self.config.population)])
         out = []
         for t in self._trials:
             try:

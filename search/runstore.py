@@ -113,7 +113,13 @@ class RunStore:
 
     def __init__(self, url: str):
         self.url = url
-        self.url_for_humans = sa.engine.make_url(url).render_as_string(hide_password=True)
+        try:
+            parsed = sa.engine.make_url(url)
+            parsed.get_dialect()
+        except sa.exc.ArgumentError as exc:  # also an unknown database kind (NoSuchModuleError)
+            raise StorageError(f"run store {url!r} is not a usable database URL ({exc}); use e.g. "
+                               "sqlite:////path/to/runs.db or postgresql://user@host/db") from None
+        self.url_for_humans = parsed.render_as_string(hide_password=True)
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = sa.engine.make_url(url).database
@@ -136,11 +142,18 @@ class RunStore:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            try:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            except ImportError as exc:
+                raise StorageError(f"run store {self.url_for_humans} needs a database driver that is not installed "
+                                   f"({exc}); install that driver or use an sqlite:/// URL") from None
         try:
             self._create()
             self.check()
-        except DatabaseError as exc:
+        except (DatabaseError, StorageError) as exc:
+            self.engine.dispose()  # closes the connections, so SQLite removes the -wal/-shm files it made
+            if isinstance(exc, StorageError):
+                raise
             raise StorageError(f"run store {self.url_for_humans} cannot be opened: {exc.orig}. If the file is "
                                "corrupt, move it away and restore a backup; lossforge will not overwrite it.") from None
 

@@ -19,7 +19,7 @@ from lossforge.primitives import Expr, GrammarError
 from lossforge.primitives.symbols import TUNABLE
 
 from .halloffame import Entry
-from .optuna_util import completed, make_sampler, open_study, tell_fitness
+from .optuna_util import completed, make_sampler, open_study, take_running, tell_fitness
 from .strategies import Proposal
 
 
@@ -54,7 +54,8 @@ def _distributions(values: dict[str, float]) -> dict:
 
 
 def tune_hall_of_fame(*, config, scorer, hof, store, run_id: str, study_url: str, progress=None) -> None:
-    targets = list(hof.entries[: config.tune_top])
+    # The best entries that have constants to tune (one without any has nothing to tune).
+    targets = [e for e in hof.entries if parametrise(e.expression)[1]][: config.tune_top]
     per_batch = config.population
     batches = math.ceil(config.tune_trials / per_batch)
     for i, entry in enumerate(targets):
@@ -63,18 +64,22 @@ def tune_hall_of_fame(*, config, scorer, hof, store, run_id: str, study_url: str
             continue
         dists = _distributions(values)
         study = open_study(f"{run_id}-tune-{i}", study_url, make_sampler(config.sampler, config.seed))
-        if not study.trials:
-            study.enqueue_trial(values)  # the first trial is the candidate as found
         done = completed(study)
-        # Replay finished trials from the store: their results are cached.
-        if done:
-            _score(scorer, hof, template, [t.params for t in done], config.generations + i * batches, None, None)
+        # Replay finished trials batch by batch from the store (their results are
+        # cached), so the hall of fame sees them as an uninterrupted run did.
+        for b in range(len(done) // per_batch + (len(done) % per_batch > 0)):
+            _score(scorer, hof, template, [t.params for t in done[b * per_batch:(b + 1) * per_batch]],
+                   config.generations + i * batches + b, None, None)
         for b in range(len(done) // per_batch, batches):
             generation = config.generations + i * batches + b
             n = min(per_batch, config.tune_trials - b * per_batch)
             study.sampler = make_sampler(config.sampler, config.seed + 104729 * (generation + 1),
                                          n_startup=min(8, config.tune_trials))
-            trials = [study.ask(dists) for _ in range(n)]
+            trials = take_running(study, n)  # asked before an interruption: the same asks
+            if not trials:
+                if b == 0 and not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+                    study.enqueue_trial(values)  # the first trial is the candidate as found
+                trials = [study.ask(dists) for _ in range(n)]
             scored = _score(scorer, hof, template, [t.params for t in trials], generation, store, run_id)
             for t, s in zip(trials, scored):
                 tell_fitness(study, t, s.fitness)
@@ -94,7 +99,7 @@ def _score(scorer, hof, template: Expr, params_list, generation: int, store, run
         proposals.append(Proposal(None, expr, "tuned"))
     scored, stats = scorer.score(proposals, generation)
     hof.update([Entry(str(s.expr), s.expr.canonical, s.expr.complexity, s.fitness, dict(s.metrics), generation,
-                      "tuned") for s in scored if s.fidelity == 2 and s.expr is not None and s.status != "failed"])
+                      "tuned") for s in scored if s.fidelity == 2 and s.expr is not None and s.status == "ok"])
     if store is not None:
         import json
 

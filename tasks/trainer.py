@@ -51,11 +51,20 @@ def resolve_device(device=None) -> torch.device:
 def batch_schedule(n: int, batch: int, steps: int, seed: int) -> np.ndarray:
     """Minibatch indices ``[steps, batch]``: shuffled epochs without replacement,
     the last partial batch of each epoch dropped; drawn from ``seed`` only."""
+    return np.concatenate(list(epoch_batches(n, batch, steps, seed)))
+
+
+def epoch_batches(n: int, batch: int, steps: int, seed: int):
+    """The rows of :func:`batch_schedule`, one epoch ``[<= n // batch, batch]`` at a
+    time, so that memory does not grow with ``steps`` (a huge budget stopped by a
+    time limit must not allocate its whole schedule first)."""
     rng = np.random.default_rng([int(seed) % (2**63), 0x6C6F7373])
     per_epoch = n // batch
-    epochs = -(-steps // per_epoch)
-    order = np.concatenate([rng.permutation(n)[: per_epoch * batch] for _ in range(epochs)])
-    return order[: steps * batch].reshape(steps, batch)
+    left = steps
+    while left > 0:
+        rows = rng.permutation(n)[: per_epoch * batch].reshape(per_epoch, batch)[:left]
+        left -= len(rows)
+        yield rows
 
 
 # ----------------------------------------------------------------------------- spaces
@@ -169,13 +178,14 @@ def _train(task, data, candidates: list[Candidate], *, seed: int, steps: int, sp
     assert expr_idx == list(range(n_expr))
     keep = torch.ones(n_expr, dtype=torch.bool, device=device)
 
-    schedule = torch.from_numpy(batch_schedule(data.n_train, data.batch, steps, seed)).to(device)
+    batches = (idx for rows in epoch_batches(data.n_train, data.batch, steps, seed)
+               for idx in torch.from_numpy(rows).to(device))
     done = 0
     for step in range(steps):
         if deadline is not None and time.perf_counter() > deadline:
             break
         alive_before = pop.alive.clone()
-        idx = schedule[step]
+        idx = next(batches)
         xb, tb = data.train_batch(idx)
         z = model(xb)  # [K, out, N]
 
