@@ -92,7 +92,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from lossforge.losses.compare import compare
     from lossforge.losses.store import use_store
 
+    import torch
+
     progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+    if args.threads:
+        torch.set_num_threads(args.threads)  # small models: one thread each is fastest on a shared CPU
     with use_store(args.store):
         result = compare(args.tasks, args.losses, seeds=args.seeds, split=args.split, steps=args.steps,
                          out=args.out, device=args.device, on_progress=progress)
@@ -157,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--store", help="the user loss store (default: $LOSSFORGE_STORE, else ~/.lossforge/losses)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the models are small; 0 keeps torch's default)")
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("report", help="figures and a Markdown summary of a search run")

@@ -10,6 +10,7 @@ reproducible and a checkpointed state resumes exactly.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 import copy
 import operator
 import random
@@ -55,6 +56,7 @@ def _rng(strategy):
 
 
 _TRIES = 200
+_EXPR_CACHE = 4096
 _CLONE_FITNESS = -100.0   # as a rejected candidate (search.fitness.REJECTED_FITNESS)
 
 
@@ -79,16 +81,18 @@ class _Screen:
     def __init__(self):
         self.viable = None            # Callable[[Expr], bool] | None, set by the engine
         self.seen: set[str] = set()   # canonical forms proposed so far
-        self._exprs: dict[str, Expr | None] = {}
+        self._exprs: OrderedDict[str, Expr | None] = OrderedDict()  # LRU of tree text -> Expr
         self._verdicts: dict[str, bool] = {}
 
     def expr(self, ind) -> Expr | None:
         key = str(ind)
-        if key not in self._exprs:
-            if len(self._exprs) > 200_000:
-                self._exprs.clear()
-            self._exprs[key] = tree_to_expr(ind)
-        return self._exprs[key]
+        if key in self._exprs:
+            self._exprs.move_to_end(key)
+            return self._exprs[key]
+        e = self._exprs[key] = tree_to_expr(ind)
+        if len(self._exprs) > _EXPR_CACHE:  # bounded: driver memory must not grow with generations
+            self._exprs.popitem(last=False)
+        return e
 
     def ok(self, ind, novel: bool = True) -> bool:
         if not uses_both_terminals(ind):
