@@ -12,6 +12,7 @@ CMA-ES ignore failed trials).
 from __future__ import annotations
 
 import logging
+import warnings
 
 import optuna
 
@@ -23,8 +24,12 @@ logging.getLogger("optuna").setLevel(logging.WARNING)
 
 def make_sampler(kind: str, seed: int, n_startup: int = 8):
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True,
-                                          warn_independent_sampling=False)
+        # warn_independent_sampling silences a per-trial warning on older Optuna; Optuna >= 4.9
+        # deprecates the argument itself (a FutureWarning at construction), which is muted here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True,
+                                              warn_independent_sampling=False)
     if kind == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=1, warn_independent_sampling=False)
     if kind == "random":
