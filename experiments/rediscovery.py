@@ -60,45 +60,43 @@ def reference_error(task, loss_name: str, params: dict, seeds: list[int], steps:
     return error_of(task, statistics.fmean(metrics))
 
 
+def _store(run_dir: Path):
+    from lossforge.search.runstore import RunStore
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    return RunStore(meta["store"]), meta["run_id"]
+
+
 def evaluations_to_find(run_dir: Path, task, threshold: float) -> tuple[int | None, int, str | None, float, str]:
     """(evaluations until the first candidate within threshold or None, evaluations in all, its expression,
     the best error of the run, the best candidate)."""
-    import sqlalchemy as sa
-
-    from lossforge.search.runstore import candidates
-
-    engine = sa.create_engine(f"sqlite:///{run_dir / 'runs.db'}")
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(candidates.c.generation, candidates.c.position, candidates.c.canonical,
-                                      candidates.c.expr, candidates.c.status, candidates.c.fidelity,
-                                      candidates.c.scores)
-                            .order_by(candidates.c.generation, candidates.c.position)).all()
-    engine.dispose()
+    store, run_id = _store(run_dir)
+    try:
+        rows = store.candidates(run_id)  # in generation, position order
+    finally:
+        store.close()
     trained: set[str] = set()
     found_at, found_expr = None, None
     best_error, best_expr = float("inf"), ""
-    for gen, pos, canon, expr, status, fidelity, scores in rows:
-        if fidelity != 2 or canon in trained or status not in ("ok", "failed"):
+    for r in rows:
+        if r["fidelity"] != 2 or r["canonical"] in trained or r["status"] not in ("ok", "failed"):
             continue
-        trained.add(canon)
-        metric = json.loads(scores or "{}").get(task.name)
-        err = error_of(task, metric)
+        trained.add(r["canonical"])
+        err = error_of(task, r["scores"].get(task.name))
         if err < best_error:
-            best_error, best_expr = err, expr
+            best_error, best_expr = err, r["expr"]
         if found_at is None and err <= threshold:
-            found_at, found_expr = len(trained), expr
+            found_at, found_expr = len(trained), r["expr"]
     return found_at, len(trained), found_expr, best_error, best_expr
 
 
 def _recorded_wall(run_dir: Path) -> float:
     """Sum of the generations' wall times recorded in the run store (for a reused run)."""
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{run_dir / 'runs.db'}?mode=ro", uri=True)
+    store, run_id = _store(run_dir)
     try:
-        return float(conn.execute("SELECT COALESCE(SUM(wall_time), 0) FROM lf_generations").fetchone()[0])
+        return float(sum(g["wall_time"] or 0.0 for g in store.generations(run_id)))
     finally:
-        conn.close()
+        store.close()
 
 
 def run_one(task_name: str, strategy: str, seed: int, runs: Path, evaluator: str, workers: int | None):
@@ -109,10 +107,11 @@ def run_one(task_name: str, strategy: str, seed: int, runs: Path, evaluator: str
     config = config.replace(strategy=strategy, seed=seed, evaluator=evaluator, workers=workers, save_best=0,
                             name=f"{config.name}-{strategy}-s{seed}")
     run_dir = runs / f"{task_name}-{strategy}-s{seed}"
-    if (run_dir / "run.json").exists() and (run_dir / "hall_of_fame.csv").exists():
+    if (run_dir / "run.json").exists() and (run_dir / "checkpoint.json").exists():
+        from lossforge.search.checkpoint import read_checkpoint
+
         meta = json.loads((run_dir / "run.json").read_text())
-        ckpt = json.loads((run_dir / "checkpoint.json").read_text()) if (run_dir / "checkpoint.json").exists() else {}
-        if ckpt.get("payload", ckpt).get("next_generation") == config.generations:
+        if read_checkpoint(run_dir / "checkpoint.json").get("next_generation") == config.generations:
             return run_dir, meta, config, _recorded_wall(run_dir)  # already done: reuse
         import shutil
 

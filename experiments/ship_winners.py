@@ -6,15 +6,14 @@ the aggregate; this script saves others by hand, e.g. the entries of a run with
 
     python experiments/ship_winners.py experiments/runs/discovery_min --ranks 3,4 --directory losses/discovered
 
-Each entry is read from the run's ``hall_of_fame.csv`` (ranks as printed
-there), with the config, seeds and run id from the run directory, and saved
+Each entry is read from the run's checkpoint (ranks as printed in
+``hall_of_fame.csv``), with the config, seeds and run id from the run directory, and saved
 with :func:`lossforge.losses.store.save_discovered` (stable name from the
 canonical form; saving the same loss twice writes nothing).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -28,25 +27,24 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from lossforge.losses.store import save_discovered
-    from lossforge.search import Entry, SearchConfig
+    from lossforge.search import SearchConfig
+    from lossforge.search.checkpoint import read_checkpoint
+    from lossforge.search.halloffame import HallOfFame
     from lossforge.tasks import get as get_task
 
     run_dir = Path(args.run_dir)
     config = SearchConfig.from_toml(run_dir / "config.toml")
     meta = json.loads((run_dir / "run.json").read_text())
     tasks = {name: get_task(name) for name in config.tasks}
-    with open(run_dir / "hall_of_fame.csv", newline="") as fh:
-        rows = {int(r["rank"]): r for r in csv.DictReader(fh)}
+    hof = HallOfFame(config.hall_of_fame)
+    hof.load_state(read_checkpoint(run_dir / "checkpoint.json")["hall_of_fame"])
     for rank in (int(x) for x in args.ranks.split(",")):
-        if rank not in rows:
-            print(f"rank {rank} is not in {run_dir / 'hall_of_fame.csv'} (ranks 1..{len(rows)})", file=sys.stderr)
+        if not 1 <= rank <= len(hof.entries):
+            print(f"rank {rank} is not in the hall of fame of {run_dir} (ranks 1..{len(hof.entries)})", file=sys.stderr)
             return 2
-        r = rows[rank]
-        scores = {t: (float(r[t]) if r[t] not in ("", "None") else None) for t in config.tasks}
-        entry = Entry(r["expr"], r["canonical"], int(r["complexity"]), float(r["fitness"]), scores,
-                      int(r["generation"]), r["origin"])
+        entry = hof.entries[rank - 1]
         name = save_discovered(entry, config=config, meta=meta, tasks=tasks, directory=args.directory)
-        print(f"rank {rank}: {r['expr']} -> {name}")
+        print(f"rank {rank}: {entry.expr} -> {name}")
     return 0
 
 

@@ -46,7 +46,10 @@ class CandidateFilter:
         self.direct_check = direct_check
         self.direct_check_steps = direct_check_steps
         self.fingerprints: dict[str, str] = {}     # fingerprint -> first canonical form
-        self._rejections: dict[str, Verdict] = {}  # canonical -> verdict (deterministic, so cacheable)
+        # canonical -> the rejection filters' verdict (None: passes).  Deterministic, so
+        # cached: the screen in the strategies and check() share it, and a candidate
+        # screened as viable is not re-checked when it is scored.
+        self._verdicts: dict[str, Verdict | None] = {}
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:
@@ -64,31 +67,24 @@ class CandidateFilter:
         canon = expr.canonical
         if seen is not None and canon in seen:
             return Verdict("duplicate", duplicate_of=canon)
-        if canon in self._rejections:
-            return self._rejections[canon]
-        verdict = self._reject(expr)
+        verdict = self._rejection(expr)
         if verdict is None and self.fingerprint_dedup:
             key = "|".join(fingerprint(expr, s) for s in self.spaces)
             first = self.fingerprints.setdefault(key, canon)
             if first != canon:
                 verdict = Verdict("fingerprint_duplicate", f"behaves like {first}", duplicate_of=first)
-        if verdict is None:
-            return Verdict("ok")
-        if verdict.status != "fingerprint_duplicate":
-            self._rejections[canon] = verdict
-        return verdict
+        return verdict or Verdict("ok")
 
     def viable(self, expr: Expr) -> bool:
         """Would this candidate pass the rejection filters (not the dedup ones)?
-        Cached with the rejections; used by strategies to screen proposals."""
+        Used by strategies to screen proposals."""
+        return self._rejection(expr) is None
+
+    def _rejection(self, expr: Expr) -> Verdict | None:
         canon = expr.canonical
-        if canon in self._rejections:
-            return False
-        verdict = self._reject(expr)
-        if verdict is not None:
-            self._rejections[canon] = verdict
-            return False
-        return True
+        if canon not in self._verdicts:
+            self._verdicts[canon] = self._reject(expr)
+        return self._verdicts[canon]
 
     def _reject(self, expr: Expr) -> Verdict | None:
         if expr.constants:

@@ -73,16 +73,15 @@ class _Screen:
     A tree must read ``p`` and ``y``; with a ``viable`` predicate (the search's
     filters without the training: constant, non-finite, wrong gradient, direct
     check) it must also pass that, and with ``novel`` its canonical form must
-    not have been proposed before.  Conversions and verdicts are cached by the
-    tree's text.  Everything here is deterministic, so a resumed search
-    replays the same draws.
+    not have been proposed before.  Conversions are cached by the tree's text
+    (an LRU); verdicts are cached by the filter that gives them.  Everything
+    here is deterministic, so a resumed search replays the same draws.
     """
 
     def __init__(self):
         self.viable = None            # Callable[[Expr], bool] | None, set by the engine
         self.seen: set[str] = set()   # canonical forms proposed so far
         self._exprs: OrderedDict[str, Expr | None] = OrderedDict()  # LRU of tree text -> Expr
-        self._verdicts: dict[str, bool] = {}
 
     def expr(self, ind) -> Expr | None:
         key = str(ind)
@@ -104,11 +103,7 @@ class _Screen:
             return False
         if novel and e.canonical in self.seen:
             return False
-        if self.viable is None:
-            return True
-        if e.canonical not in self._verdicts:
-            self._verdicts[e.canonical] = bool(self.viable(e))
-        return self._verdicts[e.canonical]
+        return self.viable is None or bool(self.viable(e))
 
     def remember(self, inds) -> None:
         for ind in inds:
