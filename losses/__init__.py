@@ -7,8 +7,8 @@
 
 Discovered losses live in TOML files (``losses/discovered/`` and the user store,
 ``$LOSSFORGE_STORE`` or ``~/.lossforge/losses``); see :mod:`lossforge.losses.store`.
-``lossforge.losses.compare.compare`` scores losses against each other on tasks
-(it imports ``lossforge.tasks``, so it is not imported here).
+``lossforge.search.compare.compare`` scores losses against each other on tasks
+(it trains models, so it lives in the search layer).
 """
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from lossforge.losses.compare import compare
+    from .compare import compare
     from lossforge.losses.store import use_store
 
     import torch

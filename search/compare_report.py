@@ -1,4 +1,4 @@
-"""Renderings of a :class:`~lossforge.losses.compare.Comparison`: a terminal
+"""Renderings of a :class:`~lossforge.search.compare.Comparison`: a terminal
 table, Markdown, raw and summary CSV, and one bar chart per task (PNG)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from .plotting import figure, file_stem, save_png
+from lossforge.losses.plotting import figure, file_stem, save_png
 
 RAW_COLUMNS = ("task", "loss", "seed", "split", "steps", "metric_name", "metric", "status", "error", "train_time")
 SUMMARY_COLUMNS = ("task", "loss", "metric", "direction", "applicable", "baseline", "added", "n_seeds", "n_ok",

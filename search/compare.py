@@ -19,8 +19,8 @@ dropped; p = 1 when every difference is zero, nan with fewer than 2 pairs).
 A loss that cannot train a task's kind (a regression loss on digits) is
 "n/a" there; seeds on which a loss diverged or failed are counted and shown.
 
-This module sits in ``losses`` but drives ``lossforge.tasks``; it imports
-the tasks layer only when called.
+It trains models, so it lives in the ``search`` layer (which may import
+``losses`` and ``tasks``).
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from typing import Callable, Iterable, Sequence
 
 from lossforge.primitives import Expr, did_you_mean
 
-from .errors import CompareError, LossNotFound
-from .loss import Loss
+from lossforge.losses import Loss
+from lossforge.losses.errors import CompareError, LossNotFound
 
 SPLITS = ("train", "val", "test")
 
@@ -213,7 +213,7 @@ def _label(loss) -> str:
 
 
 def _resolve_losses(losses) -> list:
-    from .registry import get, names
+    from lossforge.losses import get, names
 
     if isinstance(losses, (str, Loss, Expr)):
         losses = [losses]
@@ -285,7 +285,7 @@ def compare(tasks, losses, seeds: int | Iterable[int] = 10, split: str = "test",
     task_list = _resolve_tasks(tasks)
     loss_list = _resolve_losses(losses)
     seed_list = _seed_list(seeds)
-    from .registry import get
+    from lossforge.losses import get
 
     rows: list[dict] = []
     cells: dict[tuple[str, str], Cell] = {}

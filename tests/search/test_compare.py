@@ -12,7 +12,7 @@ from scipy import stats
 from torch import nn
 
 from lossforge.losses import CompareError, Loss
-from lossforge.losses.compare import compare, interval, paired_tests, rank
+from lossforge.search.compare import compare, interval, paired_tests, rank
 from lossforge.primitives import parse
 
 SEEDS = 3
