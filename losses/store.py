@@ -39,7 +39,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from lossforge.primitives import Expr, GrammarError, as_expr
+from lossforge.primitives import Expr, GrammarError, as_expr, did_you_mean
 
 from .errors import StoreError
 from .loss import Loss
@@ -293,7 +293,8 @@ def _version() -> str:
 def save(expr: Expr | str, *, task_kind: str, name: str | None = None, directory: str | os.PathLike | None = None,
          params: Mapping[str, float] | None = None, provenance: Mapping[str, Any] | None = None,
          scores: Mapping[str, Mapping[str, Any]] | None = None, description: str | None = None,
-         overwrite: bool = False, created: float | None = None) -> str:
+         overwrite: bool = False, created: float | None = None,
+         confirmation: Mapping[str, Any] | None = None) -> str:
     """Save a loss expression to the store and return its name.
 
     ``task_kind`` ("multiclass", "binary" or "regression") sets the module
@@ -341,6 +342,7 @@ def save(expr: Expr | str, *, task_kind: str, name: str | None = None, directory
         "params": dict(params),
         "provenance": dict(provenance or {}),
         "scores": {k: dict(v) for k, v in (scores or {}).items()},
+        "confirmation": dict(confirmation) if confirmation else None,
     }
     directory = store_directory(directory)
     try:
@@ -386,7 +388,7 @@ def _reparse(text: str, path: Path) -> dict[str, Any]:
 
 
 def save_discovered(entry, config, meta: Mapping[str, Any], tasks: Mapping[str, Any],
-                    directory: str | os.PathLike | None = None) -> str:
+                    directory: str | os.PathLike | None = None, confirmation: Mapping[str, Any] | None = None) -> str:
     """Save a search's hall-of-fame ``entry`` to the store; returns its name.
 
     ``entry``: a :class:`lossforge.search.halloffame.Entry` (expr, canonical,
@@ -424,7 +426,8 @@ def save_discovered(entry, config, meta: Mapping[str, Any], tasks: Mapping[str, 
         "steps": config_steps, "split": split, "lossforge_version": meta.get("version"),
         "run_created": _iso(meta["created"]) if meta.get("created") is not None else None,
     }
-    return save(expr_text, task_kind=task_kind, directory=directory, provenance=provenance, scores=scores)
+    return save(expr_text, task_kind=task_kind, directory=directory, provenance=provenance, scores=scores,
+                confirmation=confirmation)
 
 
 def read(name: str) -> dict[str, Any]:
@@ -436,3 +439,63 @@ def read(name: str) -> dict[str, Any]:
     if not file:
         raise StoreError(f"'{name}' is a {loss.kind} loss, not a stored one")
     return read_record(Path(file))
+
+
+# ----------------------------------------------------------------------------- the user's own losses
+def add(expr: str, *, kind: str, name: str | None = None, description: str | None = None,
+        directory: str | os.PathLike | None = None) -> str:
+    """Keep a user's expression in the user store (``lossforge store add``); returns its name.
+
+    The text is parsed by the whitelist grammar parser (a hostile or mistyped
+    expression is refused with the parser's message and nothing is written)
+    and saved as a readable TOML file that is only ever read as data.  A name
+    already used by a shipped loss is refused (the stored file would be hidden).
+    """
+    if kind not in CONVENTIONS:
+        raise StoreError(f"kind {kind!r} is not one of {', '.join(CONVENTIONS)} (the module convention: "
+                         "multiclass and binary take logits, regression takes predictions)")
+    if not isinstance(expr, str):
+        raise StoreError(f"store add takes expression text, got {type(expr).__name__}")
+    parsed = as_expr(expr)  # GrammarError with the parser's message
+    if name is not None:
+        shipped = {p.stem for p in SHIPPED_DIRECTORY.glob("*.toml")}
+        if name in shipped:
+            raise StoreError(f"name '{name}' belongs to a loss lossforge ships; choose another")
+    return save(parsed, task_kind=kind, name=name, directory=directory, description=description,
+                provenance={"source": "lossforge store add"})
+
+
+def stored(directory: str | os.PathLike | None = None) -> list[tuple[Path, Loss | StoreError]]:
+    """Every ``*.toml`` file of the user store with its loss, or the error that makes it invalid."""
+    directory = store_directory(directory)
+    try:
+        files = sorted(p for p in directory.glob("*.toml") if not p.name.startswith("."))
+    except OSError as exc:
+        raise StoreError(f"cannot list the loss store {directory}: {exc.strerror or exc}") from None
+    out: list[tuple[Path, Loss | StoreError]] = []
+    for path in files:
+        try:
+            out.append((path, load_file(path)))
+        except StoreError as exc:
+            out.append((path, exc))
+    return out
+
+
+def remove(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """Delete the stored loss ``name`` from the user store (never a shipped or reference loss)."""
+    directory = store_directory(directory)
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise StoreError(f"{name!r} is not a valid loss name (see `lossforge store list`)")
+    path = directory / f"{name}.toml"
+    if not path.is_file():
+        here = [p.stem for p, _ in stored(directory)]
+        where = "it is shipped with lossforge and cannot be removed" if (SHIPPED_DIRECTORY / path.name).exists() \
+            else f"the store holds {', '.join(here) if here else 'nothing'}"
+        raise StoreError(f"no stored loss '{name}' in {directory}{did_you_mean(name, here)}; {where}")
+    with _locked(directory):
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot remove {path}: {exc.strerror or exc}") from None
+    _SOURCE.clear()
+    return path

@@ -72,10 +72,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lossforge.losses import ExportError, export
+    from lossforge.losses.lookup import loss_or_expr
     from lossforge.losses.store import use_store
+    from lossforge.primitives import Expr
 
     with use_store(args.store):
-        text = export(args.name, format=args.format)
+        loss = loss_or_expr(args.loss)  # a name, else expression text (a typo: the parser's GrammarError)
+        text = _export_expression(loss, args) if isinstance(loss, Expr) else \
+            export(loss, format=args.format, task_kind=args.kind)
     if not args.output:
         sys.stdout.write(text)
         return 0
@@ -88,21 +92,69 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_expression(expr, args: argparse.Namespace) -> str:
+    from lossforge import losses
+    from lossforge.losses import ExportError
+
+    if args.kind is None:
+        raise ExportError(f"exporting the expression {expr} needs --kind multiclass, binary or regression (the "
+                          "module's convention: logits and class indices, logits and 0/1 targets, or predictions)")
+    export_expression = getattr(losses, "export_expression", None)
+    if export_expression is None:
+        raise ExportError("this lossforge has no lossforge.losses.export_expression yet; keep the expression "
+                          "with `lossforge store add EXPR --kind KIND --name NAME`, then `lossforge export NAME`")
+    return export_expression(expr, kind=args.kind, format=args.format)
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from lossforge.losses.lookup import split_losses
     from lossforge.losses.store import use_store
+
+    from .compare import compare
 
     import torch
 
     progress = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     if args.threads:
         torch.set_num_threads(args.threads)  # small models: one thread each is fastest on a shared CPU
+    losses = split_losses(args.losses or "") + list(args.loss or [])
     with use_store(args.store):
-        result = compare(args.tasks, args.losses, seeds=args.seeds, split=args.split, steps=args.steps,
+        result = compare(args.tasks, losses, seeds=args.seeds, split=args.split, steps=args.steps,
                          out=args.out, device=args.device, on_progress=progress)
     print(result.table())
     if args.out:
         print(f"\nwrote compare.md, compare.csv, compare_summary.csv and the plots to {args.out}")
+    return 0
+
+
+def _cmd_store(args: argparse.Namespace) -> int:
+    from lossforge.losses import StoreError
+    from lossforge.losses import store
+
+    directory = store.store_directory(args.store)
+    if args.action == "add":
+        name = store.add(args.expr, kind=args.kind, name=args.name, description=args.description,
+                         directory=directory)
+        print(f"stored '{name}' in {directory / (name + '.toml')}; use it by name: lossforge compare --losses "
+              f"{name} ..., lossforge export {name}")
+        return 0
+    if args.action == "remove":
+        print(f"removed {store.remove(args.name, directory)}")
+        return 0
+    if args.action != "list":
+        raise StoreError("give an action: lossforge store add EXPR --kind KIND [--name NAME], store list, "
+                         "store remove NAME")
+    entries = store.stored(directory)
+    if not entries:
+        print(f"the loss store {directory} holds no losses (lossforge store add EXPR --kind KIND --name NAME)")
+        return 0
+    print(f"loss store {directory}:")
+    width = max(len(p.stem) for p, _ in entries)
+    for path, loss in entries:
+        if isinstance(loss, StoreError):
+            print(f"  {path.stem.ljust(width)}  INVALID (skipped): {str(loss).removeprefix(f'{path}: ')}")
+        else:
+            print(f"  {loss.name.ljust(width)}  {loss.task_kinds[0]:<10}  c={loss.expr.complexity:<3d} {loss.expr}")
     return 0
 
 
@@ -144,16 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the built-in training tasks and their budgets")
     p.set_defaults(func=_cmd_tasks)
 
-    p = sub.add_parser("export", help="export a loss as PyTorch code, JSON, LaTeX or sympy")
-    p.add_argument("name", help="a loss name (reference or discovered; see `lossforge catalogue`)")
+    p = sub.add_parser("export", help="export a loss (a name or an expression) as PyTorch code, JSON, LaTeX or sympy")
+    p.add_argument("loss", metavar="NAME_OR_EXPR",
+                   help="a loss name (see `lossforge catalogue`) or an expression in p and y, e.g. '(p - y)**2'")
     p.add_argument("--format", default="py", help="py (standalone torch module), json, latex or sympy (default: py)")
+    p.add_argument("--kind", choices=["multiclass", "binary", "regression"],
+                   help="the module's convention (needed for an expression; a name has its own)")
     p.add_argument("-o", "--output", help="write to this file instead of standard output")
     p.add_argument("--store", help="the user loss store (default: $LOSSFORGE_STORE, else ~/.lossforge/losses)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("compare", help="compare losses on tasks over seeds, on held-out data, with statistics")
     p.add_argument("--tasks", required=True, help="comma-separated task names, e.g. digits,breast_cancer")
-    p.add_argument("--losses", required=True, help="comma-separated loss names, e.g. cross_entropy,focal,lf_1a2b3c4d")
+    p.add_argument("--losses", help="comma-separated loss names or expressions, e.g. cross_entropy,focal,lf_1a2b3c4d")
+    p.add_argument("--loss", action="append", metavar="NAME_OR_EXPR",
+                   help="one more loss, a name or an expression such as '-y*log(p)*(1 - p)' (repeatable)")
     p.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 per task and loss (default: 10)")
     p.add_argument("--steps", type=int, help="training steps per model (default: each task's budget)")
     p.add_argument("--split", default="test", help="split to score on: test (default), val or train")
@@ -165,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1: the models are small; 0 keeps torch's default)")
     p.set_defaults(func=_cmd_compare)
 
+    p = sub.add_parser("store", help="keep your own loss expressions in the user store: add, list, remove")
+    p.set_defaults(func=_cmd_store, action=None, store=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    a = actions.add_parser("add", help="store an expression under a name (a readable file, never executed)")
+    a.add_argument("expr", metavar="EXPR", help="the loss in p and y, e.g. '-y*(1 - p)**2*log(p)'")
+    a.add_argument("--kind", required=True, choices=["multiclass", "binary", "regression"],
+                   help="the module convention: multiclass/binary (p = probabilities) or regression")
+    a.add_argument("--name", help="its name (lower-case letters, digits, _; default: lf_ + a hash)")
+    a.add_argument("--description", help="a line saying what it is")
+    a = actions.add_parser("list", help="the losses in the user store")
+    a = actions.add_parser("remove", help="delete a stored loss from the user store")
+    a.add_argument("name", metavar="NAME")
+    for a in actions.choices.values():
+        a.add_argument("--store", help="the user loss store (default: $LOSSFORGE_STORE, else ~/.lossforge/losses)")
+
     p = sub.add_parser("report", help="figures and a Markdown summary of a search run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory a search wrote")
     p.add_argument("--out", help="where to write the report (default: RUN_DIR/report)")
@@ -172,11 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _expressions_as_values(argv: list[str]) -> list[str]:
+    """Let an expression that starts with '-' (``-y*log(p)``) be a value, not an unknown option:
+    argparse reads a token that starts with a space as a value (the parser ignores the space)."""
+    def expression(token: str) -> bool:
+        head = token.split("=", 1)[0]
+        return token.startswith("-") and any(not (ch.isalnum() or ch in "_-") for ch in head)
+
+    return [" " + t if expression(t) else t for t in argv]
+
+
 def main(argv: list[str] | None = None) -> int:
     from lossforge.primitives import LossforgeError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_expressions_as_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -184,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LossforgeError as exc:
         print(f"lossforge: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_status", 2))  # 3: stopped by infrastructure faults, resumable
     except KeyboardInterrupt:
         print("lossforge: interrupted", file=sys.stderr)
         return 130

@@ -213,26 +213,25 @@ def _label(loss) -> str:
 
 
 def _resolve_losses(losses) -> list:
-    from lossforge.losses import get, names
+    """Loss names, expression text, ``Loss`` or ``Expr`` objects (a string may list several, comma-separated)."""
+    from lossforge.losses.lookup import loss_or_expr, split_losses
 
     if isinstance(losses, (str, Loss, Expr)):
         losses = [losses]
-    items = [x.strip() if isinstance(x, str) else x
-             for item in losses for x in (item.split(",") if isinstance(item, str) else [item])]
-    items = [x for x in items if not (isinstance(x, str) and not x)]
+    items = [x for item in losses for x in (split_losses(item) if isinstance(item, str) else [item])]
     if not items:
-        raise CompareError("no losses to compare; name at least one (see `lossforge catalogue`)")
+        raise CompareError("no losses to compare; name at least one (see `lossforge catalogue`) or give an "
+                           "expression such as '(p - y)**2'")
     resolved, seen = [], set()
     for x in items:
         if isinstance(x, str):
             try:
-                x = get(x)
-            except LossNotFound:
-                known = names()
-                raise CompareError(f"unknown loss '{x}'{did_you_mean(x, known)}; `lossforge catalogue` lists "
-                                   "the reference and discovered losses") from None
+                x = loss_or_expr(x)  # a typo in an expression raises the parser's GrammarError
+            except LossNotFound as exc:
+                raise CompareError(str(exc)) from None
         elif not isinstance(x, (Loss, Expr)):
-            raise CompareError(f"a loss must be a loss name, a Loss or an Expr, got {type(x).__name__}")
+            raise CompareError(f"a loss must be a loss name, expression text, a Loss or an Expr, "
+                               f"got {type(x).__name__}")
         if _label(x) in seen:
             raise CompareError(f"loss '{_label(x)}' is listed twice")
         seen.add(_label(x))
@@ -271,7 +270,8 @@ def compare(tasks, losses, seeds: int | Iterable[int] = 10, split: str = "test",
     """Every loss on every task over seeds ``0 .. seeds-1``, scored on ``split``.
 
     ``tasks``: task names (or ``Task`` objects; a comma-separated string works);
-    ``losses``: loss names, ``Loss`` objects or ``Expr`` objects.  ``steps``
+    ``losses``: loss names or expression text (``"(p - y)**2"``), ``Loss``
+    or ``Expr`` objects; text that does not parse raises ``GrammarError``.  ``steps``
     overrides each task's training budget.  With ``out``, writes compare.md,
     compare.csv (one row per task, loss and seed), compare_summary.csv and a
     PNG per task there.  Unknown names raise :class:`CompareError` with a

@@ -169,13 +169,19 @@ class SearchConfig:
                                       f"known: {', '.join(rows)}")
             if not any(rows[n].arity == 2 for n in self.primitives):
                 raise ConfigError("primitives needs at least one binary operator (e.g. 'add' or 'mul')")
-        if self.seed_losses:
-            from lossforge.losses import names as loss_names
+        if self.seed_losses:  # each a loss name or an expression
+            from lossforge.losses import LossNotFound, names as loss_names
+            from lossforge.losses.lookup import loss_or_expr
+            from lossforge.primitives import GrammarError
 
-            known_losses = loss_names()
             for n in self.seed_losses:
-                if n not in known_losses:
-                    raise ConfigError(f"unknown loss '{n}' in seed_losses{did_you_mean(n, known_losses)}")
+                try:
+                    loss_or_expr(n)
+                except LossNotFound:
+                    raise ConfigError(f"unknown loss '{n}' in seed_losses{did_you_mean(str(n), loss_names())}; "
+                                      "give a loss name or an expression such as '(p - y)**2'") from None
+                except GrammarError as exc:
+                    raise GrammarError(f"seed_losses: {n!r} is not a loss name and does not parse: {exc}") from None
 
     # -- helpers ---------------------------------------------------------
     def _choice(self, name: str, allowed: tuple[str, ...]) -> None:

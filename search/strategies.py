@@ -263,14 +263,15 @@ class GPStrategy:
         c = self.config
         pop: list[Individual] = []
         for name in c.seed_losses:
-            from lossforge.losses import get
+            from lossforge.losses.lookup import loss_or_expr
 
-            loss = get(name)
-            if loss.expr is None:
+            loss = loss_or_expr(name)  # a loss name or an expression
+            expr = loss if isinstance(loss, Expr) else loss.expr
+            if expr is None:
                 self.seed_notes.append(f"seed loss '{name}' has no expression; skipped")
                 continue
             try:
-                ind = sympy_to_tree(loss.expr.sympy, self.pset)
+                ind = sympy_to_tree(expr.sympy, self.pset)
             except NotRepresentable as exc:
                 self.seed_notes.append(f"seed loss '{name}' {exc}; skipped")
                 continue

@@ -383,3 +383,71 @@ def test_no_warning_for_a_clean_store(store):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         names()
+
+
+# ----------------------------------------------------------------------------- the user's own losses (store add/list/remove)
+def test_store_add_list_remove(store, capsys):
+    from lossforge.search.cli import main
+
+    assert main(["store", "add", "-y*(1 - p)**2*log(p)", "--kind", "multiclass", "--name", "my_focal"]) == 0
+    path = store / "my_focal.toml"
+    record = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert record["expression"] == "-y*(1 - p)**2*log(p)" and record["task_kind"] == "multiclass"
+    assert "nothing in it is ever executed" in path.read_text(encoding="utf-8")
+    loss = get("my_focal")  # usable by name afterwards
+    assert loss.kind == "discovered" and loss.expr.canonical == parse("-y*(1 - p)**2*log(p)").canonical
+    assert main(["store", "add", "-y*(1 - p)**2*log(p)", "--kind", "multiclass", "--name", "my_focal"]) == 0  # again
+    assert main(["store", "add", "(p - y)**2", "--kind", "regression"]) == 0  # an automatic lf_ name
+    auto = default_name(parse("(p - y)**2").canonical, "regression")
+    capsys.readouterr()
+    assert main(["store", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "my_focal" in out and auto in out and "-y*(1 - p)**2*log(p)" in out
+    assert main(["store", "remove", "my_focal"]) == 0
+    assert not path.exists() and "my_focal" not in names()
+    capsys.readouterr()
+    assert main(["store", "remove", "my_focal"]) == 2
+    err = capsys.readouterr().err
+    assert "no stored loss 'my_focal'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["store", "add", "(p - y", "--kind", "regression"], "'(' was never closed"),
+    (["store", "add", "__import__('os').system('touch PWNED')", "--kind", "binary"], "is not allowed"),
+    (["store", "add", "exec(p)", "--kind", "binary"], "unknown function 'exec'"),
+    (["store", "add", "(p - y)**2", "--kind", "regression", "--name", "Bad-Name"], "not a valid loss name"),
+    (["store", "add", "(p - y)**2", "--kind", "regression", "--name", "huber"], "belongs to a reference loss"),
+    (["store", "remove", "focal"], "no stored loss 'focal'"),
+])
+def test_store_refuses_bad_input(store, capsys, tmp_path, monkeypatch, argv, needle):
+    from lossforge.search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not list(store.glob("*.toml")) if store.exists() else True
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_stored_file_is_data_never_executed(store, capsys, tmp_path, monkeypatch):
+    """A hand-edited store file with a hostile expression is refused on load; nothing runs."""
+    from lossforge.search.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["store", "add", "-y*log(p)", "--kind", "multiclass", "--name", "mine"]) == 0
+    path = store / "mine.toml"
+    text = path.read_text(encoding="utf-8").replace('expression = "-y*log(p)"',
+                                                    'expression = "__import__(\'os\').system(\'touch PWNED\')"')
+    path.write_text(text, encoding="utf-8")
+    store_module._SOURCE.clear()
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        assert main(["store", "list"]) == 0
+        assert "mine  INVALID (skipped)" in capsys.readouterr().out
+        with pytest.raises(StoreError, match="expression"):
+            get("mine")
+        assert main(["compare", "--tasks", "digits", "--losses", "mine", "--seeds", "1"]) == 2
+    assert "mine.toml" in capsys.readouterr().err
+    assert not (tmp_path / "PWNED").exists()

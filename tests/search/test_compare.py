@@ -227,3 +227,47 @@ def test_cli_compare(capsys, tmp_path):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- a loss is a name or an expression
+def test_expressions_are_losses_in_compare(capsys, tmp_path):
+    from lossforge.search.cli import main
+
+    cmp = compare(["breast_cancer"], ["mse, max(p, y) - y*log(p)"], seeds=1, steps=10)  # commas inside (): one loss
+    assert [c.loss for c in cmp.task_cells("breast_cancer")] == ["mse", "-y*log(p) + Max(p, y)", "bce_with_logits"]
+    code = main(["compare", "--tasks", "breast_cancer", "--loss", "-y*(1 - p)*log(p)", "--loss", "(p - y)**2",
+                 "--seeds", "2", "--steps", "10", "--out", str(tmp_path / "out"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = _read(tmp_path / "out" / "compare.csv")
+    assert {r["loss"] for r in rows} == {"-y*(1 - p)*log(p)", "(p - y)**2", "bce_with_logits"}
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_a_mistyped_expression_is_the_parsers_error(capsys):
+    from lossforge.primitives import GrammarError
+    from lossforge.search.cli import main
+
+    with pytest.raises(GrammarError, match=r"'\(' was never closed"):
+        compare(["digits"], ["-y*log(p"], seeds=1, steps=1)
+    with pytest.raises(CompareError, match="unknown loss 'focall' \\(did you mean 'focal'\\?\\)"):
+        compare(["digits"], ["focall"], seeds=1, steps=1)
+    assert main(["compare", "--tasks", "digits", "--loss", "-y*log(p", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "syntax error at column 7 in '-y*log(p': '(' was never closed" in err and err.count("\n") == 1
+    assert main(["compare", "--tasks", "digits", "--seeds", "1"]) == 2
+    assert "no losses to compare" in capsys.readouterr().err
+
+
+def test_store_add_then_compare_by_name(capsys, tmp_path):
+    from lossforge.search.cli import main
+
+    store = str(tmp_path / "store")
+    assert main(["store", "add", "-y*(1 - p)**2*log(p)", "--kind", "binary", "--name", "my_focal",
+                 "--store", store]) == 0
+    assert "stored 'my_focal'" in capsys.readouterr().out
+    code = main(["compare", "--tasks", "breast_cancer", "--losses", "my_focal", "--seeds", "1", "--steps", "10",
+                 "--store", store, "--quiet", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    rows = _read(tmp_path / "out" / "compare.csv")
+    assert {(r["loss"], r["status"]) for r in rows} == {("my_focal", "ok"), ("bce_with_logits", "ok")}
