@@ -23,9 +23,21 @@ from .errors import LossInputError, LossParameterError
 
 KINDS = ("reference", "discovered")
 SPACES = ("probability", "real")
-INPUTS = ("logits", "probabilities", "log_probabilities", "prediction", "log_rate")
-TARGETS = ("index", "binary", "signed", "probabilities", "value")
-TASK_KINDS = ("multiclass", "binary", "regression", "segmentation")
+INPUTS = ("logits", "probabilities", "log_probabilities", "prediction", "log_rate",
+          # conventions beyond (p, y); see CONVENTIONS
+          "boxes", "embeddings", "embedding_pairs", "embedding_triplets", "images", "feature_maps",
+          "critic_scores", "gaussian_mean", "noise_prediction", "routing_logits")
+TARGETS = ("index", "binary", "signed", "probabilities", "value",
+           "boxes", "embeddings", "images", "feature_maps", "real_fake", "log_variance", "noise")
+TASK_KINDS = ("multiclass", "binary", "regression", "segmentation", "boxes", "embeddings", "image", "generative")
+# The input convention of each kind of module input: "p, y" is a prediction and a target of the same
+# sample (the grammar's terminals, for the entries with an expression); the others take boxes, embeddings,
+# images or the outputs of generative models and are reference-only (no expression in the grammar).
+CONVENTIONS = {"logits": "p, y", "probabilities": "p, y", "log_probabilities": "p, y", "prediction": "p, y",
+               "log_rate": "p, y", "boxes": "boxes", "embeddings": "embeddings", "embedding_pairs": "embeddings",
+               "embedding_triplets": "embeddings", "images": "images", "feature_maps": "images",
+               "critic_scores": "generative", "gaussian_mean": "generative", "noise_prediction": "generative",
+               "routing_logits": "p, y"}
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -270,6 +282,11 @@ class Loss:
             return None if built is None else as_expr(built)
         except GrammarError:  # e.g. a parameter beyond the grammar's constant or exponent bounds
             return None
+
+    @property
+    def convention(self) -> str:
+        """How the module's inputs are laid out: "p, y", "boxes", "embeddings", "images" or "generative"."""
+        return CONVENTIONS[self.input]
 
     def __reduce__(self):
         # A reference entry pickles as its name (its builders are closures); others field by field.

@@ -57,6 +57,8 @@ def module_target(loss: Loss, target: torch.Tensor, num_classes: int | None = No
 def make_batch(loss: Loss, seed: int = 0, n: int = N, dtype=torch.float64) -> Batch:
     g = generator(seed)
     kind = kind_of(loss)
+    if loss.convention != "p, y" or loss.input == "routing_logits":
+        return convention_batch(loss, g, n, dtype)
     if kind == "segmentation":
         channels = 1 if loss.name == "lovasz_hinge" else 3
         raw = torch.randn(n, channels, 4, 5, generator=g, dtype=dtype) * 2
@@ -98,7 +100,89 @@ def make_batch(loss: Loss, seed: int = 0, n: int = N, dtype=torch.float64) -> Ba
 
 
 def build(loss: Loss, **params):
-    """``loss.module(**params)``, passing the class counts entries that need them."""
+    """``loss.module(**params)``, passing the class counts, class parameters or feature
+    extractor that entries need."""
     if "class_counts" in loss.extra_args:
         params.setdefault("class_counts", CLASS_COUNTS)
-    return loss.module(**params)
+    if "num_classes" in loss.extra_args:
+        params.setdefault("num_classes", EMB_CLASSES)
+        params.setdefault("embedding_size", EMB_DIM)
+    if "feature_extractor" in loss.extra_args:
+        params.setdefault("feature_extractor", feature_extractor())
+    module = loss.module(**params)
+    return module.to(torch.float64) if "num_classes" in loss.extra_args else module
+
+
+# ------------------------------------------------------------------ conventions beyond (p, y)
+EMB_DIM, EMB_CLASSES = 8, 4
+IMAGE_SHAPE = (2, 16, 16)   # channels, height, width of the image entries' test batches
+MS_SSIM_SIDE = 176          # five scales of an 11-pixel window need a side > 160
+
+
+def random_boxes(n: int, g: torch.Generator, dtype=torch.float64, scale: float = 4.0) -> torch.Tensor:
+    """Valid (x1, y1, x2, y2) boxes: corners in [0, scale), sides in [0.2, 0.2 + scale/2)."""
+    corner = torch.rand(n, 2, generator=g, dtype=dtype) * scale
+    size = torch.rand(n, 2, generator=g, dtype=dtype) * scale / 2 + 0.2
+    return torch.cat([corner, corner + size], dim=1)
+
+
+def balanced_labels(n: int, classes: int = EMB_CLASSES) -> torch.Tensor:
+    """``0, 1, ..., classes-1, 0, 1, ...``: every class the same number of times when n is a multiple."""
+    return torch.arange(n) % classes
+
+
+def feature_extractor(channels: int = IMAGE_SHAPE[0]) -> torch.nn.Module:
+    """A fixed small conv net (seeded, float64) standing in for a user's pretrained one."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(channels, 4, 3, padding=1), torch.nn.Tanh(),
+                              torch.nn.Conv2d(4, 3, 3, padding=1)).to(torch.float64)
+    torch.random.set_rng_state(gen_state)
+    return net.requires_grad_(False)
+
+
+def convention_batch(loss: Loss, g: torch.Generator, n: int, dtype) -> Batch:
+    """Inputs of an entry whose module takes boxes, embeddings, images or generative-model outputs."""
+    kind = kind_of(loss)
+    inp, tgt = loss.input, loss.target
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=dtype) * scale
+
+    if inp == "boxes":
+        target = random_boxes(n, g, dtype)
+        raw = target + randn(n, 4, scale=0.6)
+        raw = torch.cat([raw[:, :2], torch.maximum(raw[:, 2:], raw[:, :2] + 0.05)], dim=1)
+        args: tuple = (raw, target)
+    elif inp == "routing_logits":
+        raw, target = randn(n, 3, scale=2.0), torch.randint(0, C, (n,), generator=g)
+        args = (raw, target)
+    elif inp == "embeddings" and tgt == "index":
+        raw, target = randn(n, EMB_DIM), balanced_labels(n)
+        args = (raw, target)
+    elif inp == "embeddings":  # paired views: row i of both is a positive pair
+        raw = randn(n, EMB_DIM)
+        args = (raw, raw + randn(n, EMB_DIM, scale=0.5))
+    elif inp == "embedding_pairs":
+        raw = randn(n, EMB_DIM)
+        same = torch.randint(0, 2, (n,), generator=g).to(dtype)
+        args = (raw, randn(n, EMB_DIM), same if tgt == "binary" else 2 * same - 1)
+    elif inp == "embedding_triplets":
+        raw = randn(n, EMB_DIM)
+        args = (raw, raw + randn(n, EMB_DIM, scale=0.5), randn(n, EMB_DIM))
+    elif inp in ("images", "feature_maps"):
+        shape = (min(n, 3), 1, MS_SSIM_SIDE, MS_SSIM_SIDE) if loss.name == "ms_ssim" else (n, *IMAGE_SHAPE)
+        raw = torch.rand(*shape, generator=g, dtype=dtype)
+        args = (raw, (raw + 0.2 * torch.rand(*shape, generator=g, dtype=dtype)).clamp(0, 1))
+    elif inp == "critic_scores":
+        raw = randn(n, scale=2.0)
+        args = (raw, torch.randint(0, 2, (n,), generator=g).to(dtype))
+    elif inp == "gaussian_mean":
+        raw = randn(n, EMB_DIM)
+        args = (raw, randn(n, EMB_DIM))
+    elif inp == "noise_prediction":
+        raw = randn(n, *IMAGE_SHAPE)
+        args = (raw, randn(n, *IMAGE_SHAPE))
+    else:
+        raise AssertionError(f"no test batch for input convention {inp!r} of {loss.name}")
+    return Batch(kind, raw, args[1], args)
