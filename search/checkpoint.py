@@ -3,8 +3,9 @@
 A checkpoint holds only data (expression trees as token lists, RNG states as
 lists of integers, fitness numbers), so loading one cannot execute code.  The
 write goes to a temporary file that is fsynced and renamed over the old one,
-so a crash leaves either the old or the new checkpoint, never half of one;
-the previous checkpoint is kept beside it.
+so a crash leaves either the old or the new checkpoint, never half of one
+(a write that fails removes its temporary file); the previous checkpoint is
+kept beside it.
 """
 from __future__ import annotations
 
@@ -22,11 +23,18 @@ FORMAT = "lossforge-checkpoint/1"
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a failed write (disk full, interrupted) leaves the old file and no temporary one
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -4,6 +4,12 @@ SQLite by default (one file, WAL journal, retries on a busy database, so two
 searches can write the same store at once); any SQLAlchemy URL (PostgreSQL)
 for runs shared by a team.  Optuna's studies live in the same database.
 Table names carry an ``lf_`` prefix so they never collide with Optuna's.
+
+The store carries a schema version (``lf_meta``): a store written by a newer
+lossforge is refused on open with a clear error instead of being misread.
+Evaluations lost to the infrastructure (status ``infra``: a worker or node
+died) are kept for the record but are never results: they are not returned as
+cached, and the real result of the retried evaluation replaces them.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ from typing import Any, Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .errors import StorageError
 
@@ -84,11 +91,40 @@ generations = sa.Table(
     sa.Column("created", sa.Float),
 )
 
+meta_table = sa.Table(
+    "lf_meta", metadata,
+    sa.Column("key", sa.String(40), primary_key=True),
+    sa.Column("value", sa.String(200)),
+)
+
+SCHEMA_VERSION = 1          # bump when the tables change; older stores are then migrated on open
+INFRA = "infra"             # evaluation status of an infrastructure fault (never a result)
+LOCAL_STORE = "runs.db"     # a run-local store, recorded in run.json relative to the run directory
 _RETRIES = 8
+# Errors another process can cause while this one opens or writes the store: SQLite's
+# lock, and two processes creating the tables at the same moment (PostgreSQL reports the
+# loser of that race as a duplicate key in its catalogue, or a deadlock).
+_TRANSIENT = ("locked", "busy", "already exists", "duplicate key", "deadlock", "could not serialize")
 
 
 def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
+
+
+def database_url(url: str) -> str:
+    """``url`` with a driver SQLAlchemy can load: a plain ``postgresql://`` URL
+    means psycopg2 to SQLAlchemy; when only psycopg 3 (``lossforge[test]``,
+    ``pip install 'psycopg[binary]'``) is installed, it is used instead."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return url  # RunStore gives the error
+    if parsed.drivername == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def _with_retries(fn):
@@ -98,8 +134,9 @@ def _with_retries(fn):
         for attempt in range(_RETRIES):
             try:
                 return fn(self, *args, **kwargs)
-            except OperationalError as exc:
-                if "locked" not in str(exc).lower() and "busy" not in str(exc).lower() or attempt == _RETRIES - 1:
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                text = str(exc).lower()
+                if not any(t in text for t in _TRANSIENT) or attempt == _RETRIES - 1:
                     raise StorageError(f"run store {self.url_for_humans}: {exc.orig}") from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 2.0)
@@ -112,7 +149,7 @@ class RunStore:
     """Records of runs, evaluations, candidates and generations."""
 
     def __init__(self, url: str):
-        self.url = url
+        url = self.url = database_url(url)
         try:
             parsed = sa.engine.make_url(url)
             parsed.get_dialect()
@@ -159,7 +196,41 @@ class RunStore:
 
     @_with_retries
     def _create(self) -> None:
-        metadata.create_all(self.engine, checkfirst=True)
+        """Create the tables (each ``IF NOT EXISTS``, in one transaction, so two
+        processes creating a new store at once both succeed: the loser of a race
+        is retried) and check the schema version."""
+        from importlib import metadata as importlib_metadata
+
+        try:
+            writer = importlib_metadata.version("lossforge")
+        except importlib_metadata.PackageNotFoundError:
+            writer = "0+unknown"
+        with self.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in sorted(table.indexes, key=lambda i: i.name or ""):
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+            conn.execute(self._insert_ignoring_duplicates(meta_table),
+                         [{"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                          {"key": "created_by", "value": f"lossforge {writer}"}])
+            rows = dict(conn.execute(sa.select(meta_table.c.key, meta_table.c.value)).all())
+        try:
+            found = int(rows.get("schema_version", "0"))
+        except ValueError:
+            found = -1
+        if found > SCHEMA_VERSION:
+            raise StorageError(
+                f"run store {self.url_for_humans} has schema version {found}, written by a newer lossforge "
+                f"({rows.get('created_by', '?')}); this lossforge {writer} reads schema version {SCHEMA_VERSION} "
+                "at most. Upgrade lossforge (pip install -U lossforge) to read it, or use another store")
+        if found < 1:
+            raise StorageError(f"run store {self.url_for_humans} has an unreadable schema version "
+                               f"({rows.get('schema_version')!r}); it was edited by hand. Restore it from a backup")
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+        return int(value)
 
     def check(self) -> None:
         """Fail loudly on a damaged SQLite file instead of silently losing rows."""
@@ -217,11 +288,21 @@ class RunStore:
             return
         now = time.time()
         payload = [{**r, "created": r.get("created", now)} for r in rows]
+        results = [r for r in payload if r["status"] != INFRA]
         with self.engine.begin() as conn:
+            if results:  # the real result of an evaluation once lost to the infrastructure replaces that record
+                e = evaluations.c
+                conn.execute(evaluations.delete().where(
+                    e.run_id == sa.bindparam("b_run"), e.canonical == sa.bindparam("b_canon"),
+                    e.task == sa.bindparam("b_task"), e.seed == sa.bindparam("b_seed"),
+                    e.steps == sa.bindparam("b_steps"), e.split == sa.bindparam("b_split"), e.status == INFRA),
+                    [{"b_run": r["run_id"], "b_canon": r["canonical"], "b_task": r["task"], "b_seed": r["seed"],
+                      "b_steps": r["steps"], "b_split": r["split"]} for r in results])
             conn.execute(self._insert_ignoring_duplicates(evaluations), payload)
 
     def cached_evaluations(self, run_id: str, keys: Iterable[tuple[str, str, int, int, str]]) -> dict[tuple, dict]:
-        """Recorded rows for (canonical, task, seed, steps, split) keys."""
+        """Recorded results for (canonical, task, seed, steps, split) keys (an
+        infrastructure fault is not a result: such keys are left out, to be run)."""
         keys = list(keys)
         if not keys:
             return {}
@@ -231,7 +312,8 @@ class RunStore:
         with self.engine.connect() as conn:
             for i in range(0, len(canon), 500):
                 q = sa.select(evaluations).where(evaluations.c.run_id == run_id,
-                                                 evaluations.c.canonical.in_(canon[i:i + 500]))
+                                                 evaluations.c.canonical.in_(canon[i:i + 500]),
+                                                 evaluations.c.status != INFRA)
                 for row in conn.execute(q).mappings():
                     key = (row["canonical"], row["task"], row["seed"], row["steps"], row["split"])
                     if key in wanted:
@@ -285,7 +367,31 @@ class RunStore:
 
 
 def default_store_url(run_dir: str | Path) -> str:
-    return sqlite_url(Path(run_dir) / "runs.db")
+    return sqlite_url(Path(run_dir) / LOCAL_STORE)
+
+
+def run_store_url(run_dir: str | Path, recorded: str | None, configured: str | None) -> str:
+    """The URL of a run's store.  ``configured`` is the config's ``store`` (None:
+    the run's own ``runs.db``), ``recorded`` what ``run.json`` says.  A run-local
+    store is always the one inside ``run_dir`` -- wherever the directory was
+    copied or moved -- never the path recorded when the run started."""
+    if configured is not None:
+        return database_url(configured)
+    if recorded and "://" not in recorded:  # recorded relative to the run directory
+        return sqlite_url(Path(run_dir) / recorded)
+    return default_store_url(run_dir)
+
+
+def open_run_store(run_dir: str | Path, recorded: str | None, configured: str | None) -> RunStore:
+    """Open an existing run's store; a missing or empty run-local store is an
+    error naming the file (never a silent fallback to another database)."""
+    url = run_store_url(run_dir, recorded, configured)
+    if configured is None:
+        path = Path(sa.engine.make_url(url).database)
+        if not path.exists() or path.stat().st_size == 0:
+            raise StorageError(f"run store {path} is missing or empty; restore it from a backup "
+                               "(the run's results are in it)")
+    return RunStore(url)
 
 
 def store_size_bytes(url: str) -> int:
