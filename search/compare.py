@@ -62,6 +62,8 @@ class Cell:
     rank: float | None = None
     n_pairs: int = 0
     delta: float = math.nan        # mean paired difference, loss - baseline
+    delta_low: float = math.nan    # its 95% Student-t interval over the pairs
+    delta_high: float = math.nan
     p_ttest: float = math.nan
     p_wilcoxon: float = math.nan
 
@@ -351,3 +353,52 @@ def _summarise(task, cells: list[Cell]) -> None:
         pairs = [(v, base_by_seed[s]) for s, v in zip(c.seeds_ok, c.values) if s in base_by_seed]
         c.n_pairs = len(pairs)
         c.delta, c.p_ttest, c.p_wilcoxon = paired_tests([a for a, _ in pairs], [b for _, b in pairs])
+        _, _, c.delta_low, c.delta_high = interval([a - b for a, b in pairs])
+
+
+def from_csv(path: str | Path) -> Comparison:
+    """Rebuild a comparison from the raw ``compare.csv`` it wrote (one row per task, loss and seed),
+    to render its tables and plots again without training; each task's direction and baseline come
+    from the task itself (built-in names, or what :func:`_resolve_tasks` accepts)."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            raw = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise CompareError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not raw or not {"task", "loss", "seed", "metric", "status"} <= set(raw[0]):
+        raise CompareError(f"{path} is not a compare.csv written by lossforge compare")
+    order = lambda key: list(dict.fromkeys(r[key] for r in raw))  # noqa: E731 - first-seen order
+    task_list = _resolve_tasks(order("task"))
+    labels = order("loss")
+    rows, cells, baselines, budget = [], {}, {}, {}
+    for r in raw:
+        metric = float(r["metric"]) if r["metric"] not in ("", None) else None
+        rows.append({**r, "seed": int(r["seed"]), "steps": int(r["steps"]), "metric": metric,
+                     "train_time": float(r["train_time"]) if r.get("train_time") else None})
+    for task in task_list:
+        baselines[task.name] = task.baseline
+        mine = [r for r in rows if r["task"] == task.name]
+        budget[task.name] = mine[0]["steps"]
+        trained = set(r["loss"] for r in mine)
+        for label in labels + ([task.baseline] if task.baseline not in labels else []):
+            cells[(task.name, label)] = Cell(task.name, label, task.metric, task.direction,
+                                             applicable=label in trained, is_baseline=label == task.baseline)
+        for r in mine:
+            cell = cells[(task.name, r["loss"])]
+            cell.n_seeds += 1
+            if r["status"] == "ok" and r["metric"] is not None:
+                cell.values.append(r["metric"])
+                cell.seeds_ok.append(r["seed"])
+            elif r["status"] == "error":
+                cell.n_error += 1
+            else:
+                cell.n_diverged += 1
+            if r.get("error") and r["error"] not in cell.errors:
+                cell.errors.append(r["error"])
+        _summarise(task, [c for (t, _), c in cells.items() if t == task.name])
+    seeds = sorted({r["seed"] for r in rows})
+    return Comparison(tasks=[t.name for t in task_list], losses=labels, seeds=seeds, split=rows[0]["split"],
+                      steps=budget, baselines=baselines, rows=rows, cells=cells)

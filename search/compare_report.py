@@ -12,7 +12,7 @@ from lossforge.losses.plotting import figure, file_stem, save_png
 RAW_COLUMNS = ("task", "loss", "seed", "split", "steps", "metric_name", "metric", "status", "error", "train_time")
 SUMMARY_COLUMNS = ("task", "loss", "metric", "direction", "applicable", "baseline", "added", "n_seeds", "n_ok",
                    "n_diverged", "n_error", "mean", "sd", "ci_low", "ci_high", "rank", "n_pairs", "delta",
-                   "p_ttest", "p_wilcoxon")
+                   "p_ttest", "p_wilcoxon", "delta_ci_low", "delta_ci_high")
 
 
 def _num(v: float | None) -> str:
@@ -29,6 +29,13 @@ def _p(v: float) -> str:
 
 def _ci(c) -> str:
     return f"[{_num(c.ci_low)}, {_num(c.ci_high)}]" if math.isfinite(c.ci_low) else "-"
+
+
+def _delta(c) -> str:
+    if not math.isfinite(c.delta):
+        return "-"
+    ci = f" [{c.delta_low:+.4f}, {c.delta_high:+.4f}]" if math.isfinite(c.delta_low) else ""
+    return f"{c.delta:+.4f}{ci}"
 
 
 def _seeds_text(seeds: list[int]) -> str:
@@ -124,7 +131,7 @@ def markdown(cmp, images: dict[str, str] | None = None) -> str:
         out.append(_md_row(row))
     for task in cmp.tasks:
         out += ["", f"## {task}", "", _heading(cmp, task) + ".", ""]
-        out.append(_md_row(["rank", "loss", "mean", "sd", "95% CI", "ok", "failed", "Δ vs baseline",
+        out.append(_md_row(["rank", "loss", "mean", "sd", "95% CI", "ok", "failed", "Δ vs baseline [95% CI]",
                             "p (t-test)", "p (Wilcoxon)"]))
         out.append(_md_row(["---"] * 10))
         errors = []
@@ -134,7 +141,7 @@ def markdown(cmp, images: dict[str, str] | None = None) -> str:
                 continue
             base = c.is_baseline
             out.append(_md_row([_rank(c), f"**{c.loss}** (baseline)" if base else c.loss, _num(c.mean), _num(c.sd),
-                                _ci(c), f"{c.n_ok}/{c.n_seeds}", _failed(c), "" if base else _num(c.delta),
+                                _ci(c), f"{c.n_ok}/{c.n_seeds}", _failed(c), "" if base else _delta(c),
                                 "" if base else _p(c.p_ttest), "" if base else _p(c.p_wilcoxon)]))
             errors += [f"- {c.loss}: {e}" for e in c.errors]
         if task in images:
@@ -172,30 +179,64 @@ def summary_csv(cmp) -> str:
         w.writerow([_csv_value(v) for v in (
             c.task, c.loss, c.metric, c.direction, c.applicable, c.is_baseline, c.added, c.n_seeds, c.n_ok,
             c.n_diverged, c.n_error, c.mean, c.sd, c.ci_low, c.ci_high, c.rank, c.n_pairs, c.delta, c.p_ttest,
-            c.p_wilcoxon)])
+            c.p_wilcoxon, c.delta_low, c.delta_high)])
     return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- plots and files
 def task_plot(cmp, task: str, path: Path) -> Path | None:
-    """Bars of the mean per loss with the 95% interval; None when no loss trained."""
+    """Two panels per task, losses best first: left, the paired difference from the
+    baseline with its 95% interval (a forest plot with a zero line); right, each
+    loss's mean metric with its 95% interval.  None when no loss trained."""
+    from .charts import fit_labels, figure_with_notes, wrap
+
     cells = [c for c in _cells_by_rank(cmp, task) if c.applicable and c.n_ok]
     if not cells:
         return None
-    fig, ax = figure(7.0, 1.2 + 0.45 * len(cells))
+    failed = [c.loss for c in _cells_by_rank(cmp, task) if c.applicable and not c.n_ok]
+    labels, notes = fit_labels([c.loss + (" (baseline)" if c.is_baseline else "") for c in cells])
+    if failed:
+        notes.append("not shown (failed on every seed): " + ", ".join(failed))
+    metric, direction, baseline = cells[0].metric, cells[0].direction, cmp.baselines[task]
+    rows = max(len(cells), 2)
+    fig, (left, right) = figure_with_notes(10.0, 1.6 + 0.42 * rows, cols=2, notes=notes, sharey=True)
     ys = list(range(len(cells)))[::-1]
-    means = [c.mean for c in cells]
-    errs = [[c.mean - c.ci_low if math.isfinite(c.ci_low) else 0.0 for c in cells],
-            [c.ci_high - c.mean if math.isfinite(c.ci_high) else 0.0 for c in cells]]
-    colours = ["tab:gray" if c.is_baseline else "tab:blue" for c in cells]
-    ax.barh(ys, means, xerr=errs, color=colours, capsize=4)
-    ax.set_yticks(ys, [f"{c.loss}{' (baseline)' if c.is_baseline else ''}" for c in cells])
-    lo = min(c.ci_low if math.isfinite(c.ci_low) else c.mean for c in cells)
-    hi = max(c.ci_high if math.isfinite(c.ci_high) else c.mean for c in cells)
-    pad = (hi - lo) * 0.15 or abs(hi) * 0.05 or 1.0
-    ax.set_xlim(lo - pad, hi + pad)
-    ax.set_xlabel(f"{cells[0].metric} ({_direction(cells[0].direction)}), mean and 95% interval")
-    ax.set_title(f"{task}: {cmp.split} split, {len(cmp.seeds)} seeds")
+    better = 1.0 if direction == "max" else -1.0
+    for y, c in zip(ys, cells):
+        if c.is_baseline:
+            left.plot([0.0], [y], "D", color="tab:gray")
+            continue
+        if not math.isfinite(c.delta):
+            continue
+        lo, hi = c.delta_low, c.delta_high
+        sure = math.isfinite(lo) and (lo > 0 or hi < 0)
+        colour = ("tab:green" if c.delta * better > 0 else "tab:red") if sure else "tab:blue"
+        err = [[c.delta - lo], [hi - c.delta]] if math.isfinite(lo) else None
+        left.errorbar([c.delta], [y], xerr=err, fmt="o", color=colour, capsize=4)
+    left.axvline(0.0, color="black", lw=1.0)
+    left.set_yticks(ys, labels)
+    left.set_xlabel("\n".join(wrap(f"{metric}: loss - {baseline} (paired by seed), mean and 95% CI; "
+                                    f"{'> 0' if direction == 'max' else '< 0'} is better", 44)))
+    left.set_title("difference from the baseline")
+    for y, c in zip(ys, cells):
+        err = [[c.mean - c.ci_low], [c.ci_high - c.mean]] if math.isfinite(c.ci_low) else None
+        right.errorbar([c.mean], [y], xerr=err, fmt="D" if c.is_baseline else "o",
+                       color="tab:gray" if c.is_baseline else "black", capsize=4)
+    base = next((c for c in cells if c.is_baseline), None)
+    if base is not None and math.isfinite(base.ci_low):
+        right.axvspan(base.ci_low, base.ci_high, color="tab:gray", alpha=0.15, lw=0)
+    right.set_xlabel("\n".join(wrap(f"{metric} ({_direction(direction)}), mean and 95% CI; "
+                                     "shaded: the baseline's interval", 44)))
+    right.set_title("absolute score")
+    right.tick_params(axis="y", labelleft=False)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.7, len(cells) - 0.3)
+    fig.suptitle(f"{task}: {cmp.split} split, {_seeds_text(cmp.seeds)}, {cmp.steps[task]} steps; "
+                 f"green / red: the 95% CI of the difference excludes 0")
     return save_png(fig, path)
 
 

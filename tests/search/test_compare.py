@@ -271,3 +271,28 @@ def test_store_add_then_compare_by_name(capsys, tmp_path):
     assert code == 0, capsys.readouterr().err
     rows = _read(tmp_path / "out" / "compare.csv")
     assert {(r["loss"], r["status"]) for r in rows} == {("my_focal", "ok"), ("bce_with_logits", "ok")}
+
+
+def test_delta_interval_and_rebuilding_from_the_raw_csv(result):
+    from lossforge.search.compare import from_csv
+
+    cmp, out = result
+    focal, base = cmp.cell("digits", "focal"), cmp.cell("digits", "cross_entropy")
+    by_seed = dict(zip(base.seeds_ok, base.values))
+    diffs = [v - by_seed[s] for s, v in zip(focal.seeds_ok, focal.values)]
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    assert _close(focal.delta_low, statistics.fmean(diffs) - half)
+    assert _close(focal.delta_high, statistics.fmean(diffs) + half)
+    again = from_csv(out / "compare.csv")
+    assert again.tasks == cmp.tasks and again.seeds == cmp.seeds
+    for key, cell in cmp.cells.items():
+        other = again.cells.get(key)
+        if other is None:  # a loss that trains no task in the file (mse here) leaves no rows
+            assert not cell.applicable and key[1] == "mse"
+            continue
+        assert (other.applicable, other.n_ok, other.n_failed, other.rank) == \
+            (cell.applicable, cell.n_ok, cell.n_failed, cell.rank)
+        for name in ("mean", "ci_low", "delta", "delta_low", "p_ttest"):
+            assert _close(getattr(other, name), getattr(cell, name)), (key, name)
+    with pytest.raises(CompareError, match="not a compare.csv"):
+        from_csv(out / "compare.md")
