@@ -109,8 +109,14 @@ def build(loss: Loss, **params):
         params.setdefault("embedding_size", EMB_DIM)
     if "feature_extractor" in loss.extra_args:
         params.setdefault("feature_extractor", feature_extractor())
-    module = loss.module(**params)
-    return module.to(torch.float64) if "num_classes" in loss.extra_args else module
+    if "num_classes" not in loss.extra_args:
+        return loss.module(**params)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # learnable class parameters: the same initial values in every build
+    try:
+        return loss.module(**params)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 # ------------------------------------------------------------------ conventions beyond (p, y)
