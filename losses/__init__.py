@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .errors import CompareError, ExportError, LossInputError, LossNotFound, LossParameterError, StoreError
 from .export import FORMATS as EXPORT_FORMATS
-from .export import export
+from .export import export, export_expression
 from .expression_module import ExpressionLoss
 from .loss import Loss
 from .registry import CatalogueError, get, names, register_source, sources, unregister_source
@@ -26,7 +26,7 @@ register_source("discovered", _DISCOVERED_SOURCE, replace=True)
 
 __all__ = [
     "CatalogueError", "CompareError", "EXPORT_FORMATS", "ExportError", "ExpressionLoss", "Loss", "LossInputError",
-    "LossNotFound", "LossParameterError", "StoreError", "StoreWarning", "catalogue_table", "export", "get",
-    "names", "register_source", "save", "save_discovered", "sources", "store_directory", "unregister_source",
-    "use_store",
+    "LossNotFound", "LossParameterError", "StoreError", "StoreWarning", "catalogue_table", "export",
+    "export_expression", "get", "names", "register_source", "save", "save_discovered", "sources", "store_directory",
+    "unregister_source", "use_store",
 ]

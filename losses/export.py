@@ -25,7 +25,8 @@ from typing import Any
 
 import sympy
 
-from lossforge.primitives import Expr, did_you_mean
+from lossforge.primitives import Expr, as_expr, did_you_mean
+from lossforge.primitives.version import lossforge_version
 
 from .errors import ExportError
 from .export_torch import comment_text, module_source
@@ -83,15 +84,6 @@ def _expression(loss: Loss, params: dict[str, Any]) -> Expr:
     return expr
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lossforge")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _provenance_lines(loss: Loss) -> list[str]:
     if loss.kind != "discovered":
         lines = [f"Reference loss '{loss.name}' of the lossforge catalogue: {loss.reference}",
@@ -120,7 +112,7 @@ def export_py(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) -> st
     if params:
         comments.append("Parameters (fixed in this file): "
                         + ", ".join(f"{k}={v:g}" for k, v in params.items()))
-    return module_source(loss.name, expr, kind, title=title, comments=comments, version=_version())
+    return module_source(loss.name, expr, kind, title=title, comments=comments, version=lossforge_version())
 
 
 def export_json(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) -> str:
@@ -145,7 +137,7 @@ def export_json(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) -> 
         doc["provenance"] = {k: v for k, v in loss.provenance.items() if k not in ("scores", "file")}
         doc["scores"] = dict(loss.provenance.get("scores") or {})
         doc["file"] = loss.provenance.get("file")
-    doc["lossforge_version"] = _version()
+    doc["lossforge_version"] = lossforge_version()
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
@@ -154,38 +146,36 @@ def export_latex(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) ->
 
 
 def plain_sympy(expr: Expr, space: str) -> sympy.Expr:
-    """The expression in plain sympy (standard functions, no numeric guards)."""
-    from lossforge.primitives import symbols as g
+    """The expression in plain sympy (standard functions, no numeric guards): each row's ``plain`` form."""
+    from lossforge.primitives.symbols import P, Y
+    from lossforge.primitives.table import row_for_head
 
     p = sympy.Symbol("p", positive=True) if space == "probability" else sympy.Symbol("p", real=True)
     y = sympy.Symbol("y", nonnegative=True) if space == "probability" else sympy.Symbol("y", real=True)
 
     def walk(e):
-        if e is g.P:
+        if e is P:
             return p
-        if e is g.Y:
+        if e is Y:
             return y
         if not e.args:
             return e
         args = [walk(a) for a in e.args]
-        if isinstance(e, g.log):
-            return sympy.log(sympy.Abs(args[0]))
-        if isinstance(e, g.sqrt):
-            return sympy.sqrt(sympy.Abs(args[0]))
-        if isinstance(e, g.sigmoid):
-            return 1 / (1 + sympy.exp(-args[0]))
-        if isinstance(e, g.softplus):
-            return sympy.log(1 + sympy.exp(args[0]))
-        if isinstance(e, g.Max):
-            return sympy.Max(*args)
-        if isinstance(e, g.Min):
-            return sympy.Min(*args)
-        return e.func(*args)
+        row = row_for_head(type(e))
+        return row.plain(*args) if row is not None and row.plain is not None else e.func(*args)
 
     return walk(expr.sympy)
 
 
-def export_sympy(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) -> str:
+def _sympy_names(plain: sympy.Expr) -> list[str]:
+    """What the snippet imports from sympy: the usual names and every function the expression uses."""
+    used = {type(node).__name__ for node in sympy.preorder_traversal(plain) if isinstance(node, sympy.Function)}
+    base = {"Abs", "E", "Float", "Max", "Min", "Rational", "S", "Symbol", "exp", "log", "pi", "sqrt", "tanh"}
+    return sorted(base | {n for n in used if getattr(sympy, n, None) is not None})
+
+
+def sympy_snippet(name: str, expr: Expr, kind: str) -> str:
+    """A Python snippet building ``expr`` in plain sympy, for a ``kind`` task's prediction space."""
     space = "real" if kind == "regression" else "probability"
     plain = plain_sympy(expr, space)
     text = sympy.sstr(plain, sympy_integers=True)
@@ -194,12 +184,16 @@ def export_sympy(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) ->
                    'y = Symbol("y", nonnegative=True)  # a one-hot / 0-1 target\n')
     else:
         symbols = 'p = Symbol("p", real=True)  # the prediction\ny = Symbol("y", real=True)  # the target\n'
-    return (f'"""{loss.name} as a plain sympy expression: L(p, y) = {expr}\n\n'
+    return (f'"""{name} as a plain sympy expression: L(p, y) = {expr}\n\n'
             "lossforge evaluates it with numeric guards that are left out here: log and sqrt of |x| with\n"
             "|x| floored at 1e-12, denominators floored at 1e-6 in magnitude, exp(x) clamped at x <= 30.\n"
             '"""\n'
-            "from sympy import Abs, E, Float, Max, Min, Rational, S, Symbol, exp, log, pi, sqrt, tanh  # noqa: F401\n\n"
+            f"from sympy import {', '.join(_sympy_names(plain))}  # noqa: F401\n\n"
             f"{symbols}\nloss = {text}\n")
+
+
+def export_sympy(loss: Loss, expr: Expr, kind: str, params: dict[str, float]) -> str:
+    return sympy_snippet(loss.name, expr, kind)
 
 
 _EXPORTERS = {"py": export_py, "json": export_json, "latex": export_latex, "sympy": export_sympy}
@@ -222,3 +216,31 @@ def export(loss: str | Loss, format: str = "py", *, task_kind: str | None = None
         raise ExportError(f"'{entry.name}' has no prediction space, so it cannot be exported")
     values = {**dict(entry.params), **{k: float(v) for k, v in params.items()}}
     return _EXPORTERS[format](entry, expr, kind, values)
+
+
+def export_expression(expr: Expr | str, kind: str = "multiclass", format: str = "py", *,
+                      name: str = "custom") -> str:
+    """Any expression (an :class:`Expr` or its text) as text in ``format``: "py", "json", "latex" or "sympy".
+
+    ``kind`` is the module convention of the ``py`` export (multiclass, binary or
+    regression; see :func:`export`).  Operators registered by the user export
+    with the code their row carries, so the ``py`` file still imports only torch.
+    """
+    if format not in _EXPORTERS:
+        raise ExportError(f"unknown export format {format!r}{did_you_mean(str(format), FORMATS)}; "
+                          f"use one of {', '.join(FORMATS)}")
+    if kind not in _MODULE_KINDS:
+        raise ExportError(f"kind {kind!r} is not one of {', '.join(_MODULE_KINDS)}"
+                          f"{did_you_mean(str(kind), _MODULE_KINDS)}")
+    e = as_expr(expr)
+    if format == "py":
+        return module_source(name, e, kind, title="a loss expression exported by lossforge.",
+                             comments=[f"Expression: {e} (canonical form: {e.canonical})"], version=lossforge_version())
+    if format == "latex":
+        return e.latex() + "\n"
+    if format == "sympy":
+        return sympy_snippet(name, e, kind)
+    doc = {"name": name, "expression": str(e), "canonical": e.canonical, "latex": e.latex(),
+           "complexity": e.complexity, "space": "real" if kind == "regression" else "probability",
+           "task_kind": kind, "lossforge_version": lossforge_version()}
+    return json.dumps(doc, indent=2) + "\n"

@@ -15,65 +15,43 @@ thresholds, no Python-side polymorphism) and device-agnostic.
 """
 from __future__ import annotations
 
+import ast
 import json
-import operator
 import re
 from dataclasses import dataclass
 from functools import reduce
 
 import torch
 
-from lossforge.primitives import Expr
-from lossforge.primitives.protection import DIV_EPS, EXP_MAX, LOG_EPS, POW_EPS, SQRT_EPS
+from lossforge.primitives import Expr, get_primitive, primitives
+from lossforge.primitives.torchforms import safe_denominator
 
 from .errors import ExportError
 
 # ----------------------------------------------------------------------------- helper functions of the module
-_HELPERS = {
-    "protected_log": f'''def protected_log(x: torch.Tensor) -> torch.Tensor:
-    """log(|x|), with |x| floored at {LOG_EPS!r}."""
-    return torch.log(torch.clamp(x.abs(), min={LOG_EPS!r}))
-''',
-    "protected_sqrt": f'''def protected_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """sqrt(|x|), with |x| floored at {SQRT_EPS!r}."""
-    return torch.sqrt(torch.clamp(x.abs(), min={SQRT_EPS!r}))
-''',
-    "safe_denominator": f'''def safe_denominator(b: torch.Tensor) -> torch.Tensor:
-    """b, with values smaller than {DIV_EPS!r} in magnitude replaced by +-{DIV_EPS!r} (sign kept)."""
-    small = b.abs() < {DIV_EPS!r}
-    return torch.where(small, torch.where(b < 0, {-DIV_EPS!r}, {DIV_EPS!r}).to(b.dtype), b)
-''',
-    "protected_div": '''def protected_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a / b with a protected denominator (see safe_denominator)."""
-    return a / safe_denominator(b)
-''',
-    "clamped_exp": f'''def clamped_exp(x: torch.Tensor) -> torch.Tensor:
-    """exp(min(x, {EXP_MAX!r}))."""
-    return torch.exp(torch.clamp(x, max={EXP_MAX!r}))
-''',
-    "protected_pow": f'''def protected_pow(x: torch.Tensor, e: float) -> torch.Tensor:
-    """|x|**e for a non-integer exponent e, with |x| floored at {POW_EPS!r}."""
-    return torch.clamp(x.abs(), min={POW_EPS!r}) ** e
-''',
-    "scalar_like": '''def scalar_like(value: float, like: torch.Tensor) -> torch.Tensor:
+# Each operator's standalone code is its primitive row's (``export``, ``export_source``,
+# ``export_note``); this one is the exporter's own: a float operand of a call, as a tensor.
+_SCALAR_LIKE = "scalar_like"
+_SCALAR_LIKE_SOURCE = '''def scalar_like(value: float, like: torch.Tensor) -> torch.Tensor:
     """A 0-dim tensor of value with the dtype and device of like."""
     return torch.tensor(value, dtype=like.dtype, device=like.device)
-''',
-}
-_HELPER_DEPENDS = {"protected_div": ("safe_denominator",)}
-_PROTECTION_NOTES = {
-    "protected_log": f"log(x) is log(max(|x|, {LOG_EPS:g}))",
-    "protected_sqrt": f"sqrt(x) is sqrt(max(|x|, {SQRT_EPS:g}))",
-    "safe_denominator": f"in a / b, |b| is floored at {DIV_EPS:g} (sign kept)",
-    "clamped_exp": f"exp(x) is exp(min(x, {EXP_MAX:g}))",
-    "protected_pow": f"x**e is max(|x|, {POW_EPS:g})**e for non-integer e",
-}
+'''
 
-_UNARY_CALLS = {
-    "square": "torch.square", "abs": "torch.abs", "tanh": "torch.tanh", "sigmoid": "torch.sigmoid",
-    "softplus": "F.softplus", "log": "protected_log", "sqrt": "protected_sqrt", "exp": "clamped_exp",
-}
-_EXTREMA = {"max": "torch.maximum", "min": "torch.minimum"}
+
+def helper_source(helpers: list[str]) -> str:
+    """The definitions ``helpers`` (row names, and ``scalar_like``) stand for, in order."""
+    parts = [_SCALAR_LIKE_SOURCE if h == _SCALAR_LIKE else get_primitive(h).export_source for h in helpers]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _is_call(template: str, arity: int) -> bool:
+    """Whether a row's export template is one call (an atom as an operand)."""
+    try:
+        node = ast.parse(template.format(*[f"a{i}" for i in range(arity)]), mode="eval").body
+    except (SyntaxError, IndexError, KeyError, ValueError) as exc:
+        raise ExportError(f"export template {template!r} is not a Python expression over {{0}}..{{{arity - 1}}}: "
+                          f"{exc}") from None
+    return isinstance(node, ast.Call)
 
 
 # ----------------------------------------------------------------------------- values while generating
@@ -104,47 +82,41 @@ def _plain(x) -> str:  # an argument of a call: no parentheses needed
 
 
 class _Generator:
-    """Prints a compiled Program as Python/torch source, one helper call per table row."""
+    """Prints a compiled Program as Python/torch source, one row's export form per operation."""
 
     def __init__(self) -> None:
         self.helpers: set[str] = set()
 
     def use(self, helper: str) -> str:
         self.helpers.add(helper)
-        self.helpers.update(_HELPER_DEPENDS.get(helper, ()))
         return helper
 
     def op(self, opcode: str, xs: list, payload):
         floats = [isinstance(x, _Float) for x in xs]
+        row = get_primitive(opcode)
+        # add, mul, neg, div and pow: the compiler's lowering of sympy's Add/Mul/Pow,
+        # whose operands may be Python floats (folded as the Program folds them).
         if opcode in ("add", "mul"):
             if all(floats):  # the Program computes these in Python floats: so do we, now
-                fn = operator.add if opcode == "add" else operator.mul
-                return _Float(reduce(fn, [x.value for x in xs]))
+                return _Float(reduce(row.torch, [x.value for x in xs]))
             sep = " + " if opcode == "add" else " * "
             return _Tensor(sep.join(_operand(x) for x in xs), atom=False)
         if opcode == "neg":
             (x,) = xs
             return _Float(-x.value) if isinstance(x, _Float) else _Tensor(f"-{_operand(x)}", atom=False)
-        if any(floats) and opcode not in ("div", "max", "min") or all(floats):
+        if all(floats):
             raise ExportError(f"cannot export '{opcode}' of constant arguments {[_plain(x) for x in xs]}: "
                               "the compiler should have folded it (please report this expression)")
         if opcode == "div":
             a, b = xs
             if isinstance(b, _Float):
                 # protected_div turns a float denominator into a default-dtype tensor first.
-                bt = torch.as_tensor(b.value)
-                safe = torch.where(bt < 0, -DIV_EPS, DIV_EPS).to(bt.dtype) if bt.abs() < DIV_EPS else bt
+                safe = safe_denominator(torch.as_tensor(b.value))[0]
                 return _Tensor(f"{_operand(a)} / {_operand(_Float(float(safe)))}", atom=False)
+            self.use("div")
             if isinstance(a, _Float):
-                return _Tensor(f"{_operand(a)} / {self.use('safe_denominator')}({b.code})", atom=False)
-            return _Tensor(f"{self.use('protected_div')}({a.code}, {b.code})", atom=True)
-        if opcode in _EXTREMA:
-            a, b = xs
-            if isinstance(a, _Float):  # t_max/t_min put the tensor first
-                a, b = b, a
-            if isinstance(b, _Float):
-                b = _Tensor(f"{self.use('scalar_like')}({_literal(b.value)}, {a.code})", atom=True)
-            return _Tensor(f"{_EXTREMA[opcode]}({a.code}, {b.code})", atom=True)
+                return _Tensor(f"{_operand(a)} / safe_denominator({b.code})", atom=False)
+            return _Tensor(f"protected_div({a.code}, {b.code})", atom=True)
         if opcode == "pow":
             (x,) = xs
             e = float(payload)
@@ -152,23 +124,26 @@ class _Generator:
                 n = int(e)
                 if n >= 0:
                     return _Tensor(f"{_operand(x)} ** {n}", atom=False)
-                return _Tensor(f"{self.use('protected_div')}(torch.ones_like({x.code}), {_operand(x)} ** {-n})",
-                               atom=True)
-            return _Tensor(f"{self.use('protected_pow')}({x.code}, {_literal(e)})", atom=True)
-        if opcode == "cube":
-            (x,) = xs
-            return _Tensor(f"{_operand(x)} ** 3", atom=False)
-        if opcode == "sub":
-            a, b = xs
-            return _Tensor(f"torch.sub({a.code}, {b.code})", atom=True)
-        if opcode in _UNARY_CALLS:
-            (x,) = xs
-            fn = _UNARY_CALLS[opcode]
-            if fn in _HELPERS:
-                self.use(fn)
-            return _Tensor(f"{fn}({x.code})", atom=True)
-        raise ExportError(f"the expression uses the primitive '{opcode}', which has no standalone torch form; "
-                          "export supports the built-in primitives of lossforge.primitives.table")
+                self.use("div")
+                return _Tensor(f"protected_div(torch.ones_like({x.code}), {_operand(x)} ** {-n})", atom=True)
+            self.use("pow")
+            return _Tensor(row.export.format(x.code, _literal(e)), atom=True)
+        if row.export is None:
+            raise ExportError(f"the primitive '{opcode}' has no standalone torch form: its torch form "
+                              f"{getattr(row.torch, '__name__', row.torch)!r} is neither a torch function nor a def "
+                              f"function with source; register it with export='...({{0}})' and "
+                              "export_source='def ...' (code that imports only torch)")
+        if row.export_source:
+            self.use(opcode)
+        call = _is_call(row.export, len(xs))
+        tensor = next(x for x in xs if isinstance(x, _Tensor))
+        args = []
+        for x in xs:
+            if isinstance(x, _Float):  # as the Program's float operand, a tensor of p's dtype
+                args.append(f"{self.use(_SCALAR_LIKE)}({_literal(x.value)}, {tensor.code})")
+            else:
+                args.append(x.code if call else _operand(x))
+        return _Tensor(row.export.format(*args), atom=call)
 
 
 def elementwise_source(expr: Expr, function_name: str = "elementwise") -> tuple[str, list[str]]:
@@ -201,8 +176,8 @@ def elementwise_source(expr: Expr, function_name: str = "elementwise") -> tuple[
     doc = f'    """L(p, y) = {expr}, elementwise, with lossforge\'s protected operators."""'
     code = (f"def {function_name}(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:\n{doc}\n"
             + "".join(f"    {line}\n" for line in body))
-    order = [h for h in _HELPERS if h in gen.helpers]
-    return code, order
+    order = [name for name in primitives() if name in gen.helpers]
+    return code, order + ([_SCALAR_LIKE] if _SCALAR_LIKE in gen.helpers else [])
 
 
 # ----------------------------------------------------------------------------- the module around it
@@ -285,7 +260,7 @@ def module_source(name: str, expr: Expr, kind: str, *, title: str, comments: lis
     ident = python_identifier(name)
     fn_name, cls_name = f"{ident}_loss", class_name(name)
     element_code, helpers = elementwise_source(expr)
-    protections = [_PROTECTION_NOTES[h] for h in helpers if h in _PROTECTION_NOTES]
+    protections = [get_primitive(h).export_note for h in helpers if h != _SCALAR_LIKE and get_primitive(h).export_note]
     convention, shape = _CONVENTION_DOC[kind]
     latex = expr.latex().replace('"""', "'''")
     protection_text = ("Protected operators, exactly as in lossforge (so values and gradients match):\n"
@@ -311,8 +286,8 @@ def module_source(name: str, expr: Expr, kind: str, *, title: str, comments: lis
         "",
     ]
     code = "\n".join(parts) + "\n"
-    for h in helpers:
-        code += "\n" + _HELPERS[h] + "\n"
+    if helpers:
+        code += "\n" + helper_source(helpers) + "\n"
     code += "\n" + element_code + "\n\n" + _REDUCE + "\n\n"
     code += (f"def {fn_name}(input: torch.Tensor, target: torch.Tensor, reduction: str = \"mean\") -> torch.Tensor:\n"
              f'    """The {ident} loss of ``input`` and ``target``; see the module docstring.\n\n'

@@ -8,7 +8,6 @@ data object, so it pickles (for Ray) without cloudpickle tricks.
 """
 from __future__ import annotations
 
-import operator
 from functools import reduce
 from typing import Sequence
 
@@ -17,28 +16,19 @@ import torch
 
 from .errors import CompileError
 from .symbols import TERMINALS, TUNABLE
-from .table import get_primitive, protected_div, protected_pow, row_for_head
+from .table import get_primitive, row_for_head
 
 _P, _Y = TERMINALS["p"], TERMINALS["y"]
 
 
-def _nary(op):
-    return lambda *xs: reduce(op, xs)
-
-
-# Opcodes whose calling convention differs from the table row (n-ary, or a
-# constant payload); every other opcode is a row name called as row.torch.
-_FIXED_OPS = {
-    "add": _nary(operator.add),
-    "mul": _nary(operator.mul),
-    "div": protected_div,
-    "neg": operator.neg,
-    "pow": protected_pow,
-}
-
-
-def _resolve(opcode: str):
-    return _FIXED_OPS.get(opcode) or get_primitive(opcode).torch
+def _resolve(opcode: str, n_args: int):
+    """The function an instruction calls: its row's torch form, folded left over
+    more arguments than the row's arity (the compiler's n-ary add and mul)."""
+    row = get_primitive(opcode)
+    if n_args > row.arity:
+        fn = row.torch
+        return lambda *xs: reduce(fn, xs)
+    return row.torch
 
 
 class Program:
@@ -51,7 +41,7 @@ class Program:
     def __init__(self, instructions, constants, output, source, uses_p, uses_y, tensor_constants=False):
         self.tensor_constants = tensor_constants
         self.instructions = tuple(instructions)
-        self._steps = tuple((_resolve(op), args, payload) for op, args, payload in self.instructions)
+        self._steps = tuple((_resolve(op, len(args)), args, payload) for op, args, payload in self.instructions)
         self.constants = tuple(constants)
         self.output = output
         self.source = source
@@ -65,7 +55,7 @@ class Program:
     def __setstate__(self, state):
         for k, v in state.items():
             setattr(self, k, v)
-        self._steps = tuple((_resolve(op), args, payload) for op, args, payload in self.instructions)
+        self._steps = tuple((_resolve(op, len(args)), args, payload) for op, args, payload in self.instructions)
 
     def __repr__(self) -> str:
         return f"Program({self.source!r}, {len(self.instructions)} instructions)"

@@ -1,9 +1,13 @@
-"""The primitive table: each operator defined once.
+"""The primitive table: each operator defined once, as one row.
 
-A row holds the operator's name, arity, sympy construction, protected torch
-implementation and complexity cost.  The parser, the compiler, the
-complexity measure and the GP primitive set all read these rows, so the
-sympy side and the torch side cannot drift apart.
+A row holds everything about an operator: its name, arity, sympy
+construction, protected torch implementation and complexity cost, an optional
+forward-mode derivative (default: torch autograd), and what export needs (the
+call the standalone exporter prints with the source it calls, and the plain
+sympy form without numeric guards).  The parser, the compiler, the complexity
+measure, the GP primitive set, the population program and both exporters read
+these rows, so the sympy side, the torch side and the exported code cannot
+drift apart; :func:`register` is the one way to add an operator.
 
 Every row is probed when it is registered (see :func:`probe`): on zeros,
 negatives, tiny and huge values its torch output and gradient must be finite,
@@ -11,8 +15,12 @@ and where the plain mathematical form is defined it must agree with sympy.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import itertools
 import math
+import operator
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,6 +28,7 @@ import sympy
 import torch
 import torch.nn.functional as F
 
+from . import derivatives as d
 from .errors import PrimitiveError
 from .symbols import Max as sp_max
 from .symbols import Min as sp_min
@@ -28,57 +37,17 @@ from .symbols import sigmoid as sp_sigmoid
 from .symbols import softplus as sp_softplus
 from .symbols import sqrt as sp_sqrt
 from .symbols import to_grammar
+from .torchforms import (CLAMPED_EXP_SOURCE, PROTECTED_DIV_SOURCE, PROTECTED_LOG_SOURCE, PROTECTED_POW_SOURCE,
+                         PROTECTED_SQRT_SOURCE, clamped_exp, cube, pow_row, protected_div, protected_log, protected_pow,
+                         protected_sqrt, t_max, t_min)
 
 from .protection import DIV_EPS, EXP_MAX, LOG_EPS, MAX_EXPONENT, POW_EPS, SQRT_EPS  # noqa: F401
 
 PROBE_HUGE = 1e4
 PROBE_VALUES = (0.0, 1e-9, -1e-9, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 30.0, -30.0, PROBE_HUGE, -PROBE_HUGE)
 
-
-# ---------------------------------------------------------------- torch forms
-def protected_log(x: torch.Tensor) -> torch.Tensor:
-    return torch.log(torch.clamp(x.abs(), min=LOG_EPS))
-
-
-def protected_sqrt(x: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(torch.clamp(x.abs(), min=SQRT_EPS))
-
-
-def protected_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    b = torch.as_tensor(b)
-    small = b.abs() < DIV_EPS
-    safe = torch.where(small, torch.where(b < 0, -DIV_EPS, DIV_EPS).to(b.dtype), b)
-    return a / safe
-
-
-def clamped_exp(x: torch.Tensor) -> torch.Tensor:
-    return torch.exp(torch.clamp(x, max=EXP_MAX))
-
-
-def protected_pow(x: torch.Tensor, e: float) -> torch.Tensor:
-    """x**e: exact for integer e (protected reciprocal for e<0), |x|**e otherwise."""
-    if float(e).is_integer():
-        n = int(e)
-        if n >= 0:
-            return x**n
-        return protected_div(torch.ones_like(x), x ** (-n))
-    return torch.clamp(x.abs(), min=POW_EPS) ** e
-
-
-def _as_tensor_like(v, ref: torch.Tensor) -> torch.Tensor:
-    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=ref.dtype, device=ref.device)
-
-
-def t_max(a, b):
-    if not isinstance(a, torch.Tensor):
-        a, b = b, a
-    return torch.maximum(a, _as_tensor_like(b, a))
-
-
-def t_min(a, b):
-    if not isinstance(a, torch.Tensor):
-        a, b = b, a
-    return torch.minimum(a, _as_tensor_like(b, a))
+__all__ = ["Primitive", "clamped_exp", "get_primitive", "primitives", "probe", "protected_div", "protected_log",
+           "protected_pow", "protected_sqrt", "register", "row_for_head", "t_max", "t_min", "unregister"]
 
 
 # ---------------------------------------------------------------- the rows
@@ -91,6 +60,19 @@ class Primitive:
     must agree exactly (outside it the torch form is the protected variant).
     ``head`` is the sympy class the row produces, used to map sympy trees back
     to rows (``None`` for rows that are spelled with Add/Mul/Pow).
+
+    ``derivative`` is the row's forward-mode rule for the population program
+    (the convention of :mod:`lossforge.primitives.derivatives`); ``None``
+    derives it with torch autograd, so a user row needs none.
+
+    ``export`` is the expression the standalone exporter prints, over the
+    operands ``{0}``, ``{1}`` (e.g. ``"torch.asinh({0})"``), and
+    ``export_source`` the definitions it calls (Python that imports only
+    torch); ``export_note`` is the guard, as a line of the exported docstring.
+    Left empty, they are taken from the torch form at registration: a function
+    of ``torch`` / ``torch.nn.functional`` is called by name, a ``def``
+    function's source is copied into the exported file.  ``plain`` is the
+    plain sympy form without numeric guards (default: the sympy form itself).
     """
 
     name: str
@@ -102,6 +84,28 @@ class Primitive:
     head: type | None = None
     description: str = ""
     gp: bool = True  # offered to the genetic programming primitive set
+    derivative: Callable | None = None
+    export: str | None = None
+    export_source: str = ""
+    export_note: str = ""
+    plain: Callable[..., sympy.Expr] | None = None
+
+
+def _derived_export(fn: Callable, arity: int) -> tuple[str | None, str]:
+    """(call template, source) of a torch form: a torch function by its name, a ``def`` by its source."""
+    args = ", ".join(f"{{{i}}}" for i in range(arity))
+    name = getattr(fn, "__name__", "")
+    for prefix, namespace in (("torch", torch), ("F", F), ("torch.special", torch.special)):
+        if name and getattr(namespace, name, None) is fn:
+            return f"{prefix}.{name}({args})", ""
+    if inspect.isfunction(fn) and name.isidentifier():
+        try:
+            source = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError):
+            return None, ""
+        if source.startswith(f"def {name}("):
+            return f"{name}({args})", source
+    return None, ""
 
 
 _TABLE: dict[str, Primitive] = {}
@@ -135,6 +139,10 @@ def register(prim: Primitive, *, probe_row: bool = True, replace: bool = False) 
         raise PrimitiveError(f"primitive '{prim.name}' has arity {prim.arity}; only 1 and 2 are supported")
     if probe_row:
         probe(prim)
+    if prim.export is None:
+        template, source = _derived_export(prim.torch, prim.arity)
+        if template is not None:
+            prim = dataclasses.replace(prim, export=template, export_source=source)
     _TABLE[prim.name] = prim
     if prim.head is not None:
         _BY_HEAD[prim.head] = prim
@@ -193,31 +201,52 @@ def probe(prim: Primitive) -> None:
 
 def _builtin_rows() -> list[Primitive]:
     S = sympy
+    # add, mul, neg, div and pow are what the compiler lowers sympy's Add/Mul/Pow
+    # to; their operands may be Python floats, which the exporter prints itself.
     return [
-        Primitive("add", 2, lambda a, b: a + b, torch.add, 1, head=S.Add, description="a + b"),
-        Primitive("sub", 2, lambda a, b: a - b, torch.sub, 1, description="a - b"),
-        Primitive("mul", 2, lambda a, b: a * b, torch.mul, 1, head=S.Mul, description="a * b"),
-        Primitive("div", 2, lambda a, b: a / b, protected_div, 2,
-                  domain=lambda a, b: abs(b) >= DIV_EPS, description="a / b, |b| floored at 1e-6"),
-        Primitive("neg", 1, lambda a: -a, torch.neg, 1, description="-a"),
-        Primitive("square", 1, lambda a: a**2, torch.square, 1, description="a**2"),
-        Primitive("cube", 1, lambda a: a**3, lambda a: a**3, 2, description="a**3"),
-        Primitive("sqrt", 1, sp_sqrt, protected_sqrt, 2, head=sp_sqrt,
-                  domain=lambda a: abs(a) >= SQRT_EPS, description="sqrt(|a|)"),
-        Primitive("abs", 1, S.Abs, torch.abs, 1, head=S.Abs, description="|a|"),
-        Primitive("log", 1, sp_log, protected_log, 2, head=sp_log,
-                  domain=lambda a: abs(a) >= LOG_EPS, description="log(|a|), |a| floored at 1e-12"),
-        Primitive("exp", 1, S.exp, clamped_exp, 2, head=S.exp,
-                  domain=lambda a: a <= EXP_MAX, description="exp(min(a, 30))"),
-        Primitive("tanh", 1, S.tanh, torch.tanh, 2, head=S.tanh, description="tanh(a)"),
-        Primitive("sigmoid", 1, sp_sigmoid, torch.sigmoid, 2, head=sp_sigmoid, description="1/(1+exp(-a))"),
-        Primitive("softplus", 1, sp_softplus, F.softplus, 2, head=sp_softplus, description="log(1+exp(a))"),
-        Primitive("min", 2, sp_min, t_min, 2, head=sp_min, description="min(a, b)"),
-        Primitive("max", 2, sp_max, t_max, 2, head=sp_max, description="max(a, b)"),
+        Primitive("add", 2, lambda a, b: a + b, operator.add, 1, head=S.Add, description="a + b",
+                  derivative=d.rule_add),
+        Primitive("sub", 2, lambda a, b: a - b, torch.sub, 1, description="a - b", derivative=d.rule_sub,
+                  export="torch.sub({0}, {1})"),
+        Primitive("mul", 2, lambda a, b: a * b, operator.mul, 1, head=S.Mul, description="a * b",
+                  derivative=d.rule_mul),
+        Primitive("div", 2, lambda a, b: a / b, protected_div, 2, domain=lambda a, b: abs(b) >= DIV_EPS,
+                  description="a / b, |b| floored at 1e-6", derivative=d.rule_div, export="protected_div({0}, {1})",
+                  export_source=PROTECTED_DIV_SOURCE,
+                  export_note=f"in a / b, |b| is floored at {DIV_EPS:g} (sign kept)"),
+        Primitive("neg", 1, lambda a: -a, operator.neg, 1, description="-a", derivative=d.rule_neg),
+        Primitive("square", 1, lambda a: a**2, torch.square, 1, description="a**2", derivative=d.rule_square,
+                  export="torch.square({0})"),
+        Primitive("cube", 1, lambda a: a**3, cube, 2, description="a**3", derivative=d.rule_cube, export="{0} ** 3"),
+        Primitive("sqrt", 1, sp_sqrt, protected_sqrt, 2, head=sp_sqrt, domain=lambda a: abs(a) >= SQRT_EPS,
+                  description="sqrt(|a|)", derivative=d.rule_sqrt, export="protected_sqrt({0})",
+                  export_source=PROTECTED_SQRT_SOURCE, export_note=f"sqrt(x) is sqrt(max(|x|, {SQRT_EPS:g}))",
+                  plain=lambda a: S.sqrt(S.Abs(a))),
+        Primitive("abs", 1, S.Abs, torch.abs, 1, head=S.Abs, description="|a|", derivative=d.rule_abs,
+                  export="torch.abs({0})"),
+        Primitive("log", 1, sp_log, protected_log, 2, head=sp_log, domain=lambda a: abs(a) >= LOG_EPS,
+                  description="log(|a|), |a| floored at 1e-12", derivative=d.rule_log, export="protected_log({0})",
+                  export_source=PROTECTED_LOG_SOURCE, export_note=f"log(x) is log(max(|x|, {LOG_EPS:g}))",
+                  plain=lambda a: S.log(S.Abs(a))),
+        Primitive("exp", 1, S.exp, clamped_exp, 2, head=S.exp, domain=lambda a: a <= EXP_MAX,
+                  description="exp(min(a, 30))", derivative=d.rule_exp, export="clamped_exp({0})",
+                  export_source=CLAMPED_EXP_SOURCE, export_note=f"exp(x) is exp(min(x, {EXP_MAX:g}))"),
+        Primitive("tanh", 1, S.tanh, torch.tanh, 2, head=S.tanh, description="tanh(a)", derivative=d.rule_tanh,
+                  export="torch.tanh({0})"),
+        Primitive("sigmoid", 1, sp_sigmoid, torch.sigmoid, 2, head=sp_sigmoid, description="1/(1+exp(-a))",
+                  derivative=d.rule_sigmoid, export="torch.sigmoid({0})", plain=lambda a: 1 / (1 + S.exp(-a))),
+        Primitive("softplus", 1, sp_softplus, F.softplus, 2, head=sp_softplus, description="log(1+exp(a))",
+                  derivative=d.rule_softplus, export="F.softplus({0})", plain=lambda a: S.log(1 + S.exp(a))),
+        Primitive("min", 2, sp_min, t_min, 2, head=sp_min, description="min(a, b)", derivative=d.rule_min,
+                  export="torch.minimum({0}, {1})", plain=S.Min),
+        Primitive("max", 2, sp_max, t_max, 2, head=sp_max, description="max(a, b)", derivative=d.rule_max,
+                  export="torch.maximum({0}, {1})", plain=S.Max),
         # pow takes a constant exponent (|e| <= 6); the parser enforces it, GP uses square/cube.
-        Primitive("pow", 2, lambda a, e: to_grammar(a**e), lambda a, e: protected_pow(a, float(e) if not isinstance(e, torch.Tensor) else e),
-                  2, head=S.Pow, domain=lambda a, e: False, description="a**e for a constant e, |a|**e if e is not an integer",
-                  gp=False),
+        # Its derivative is a function of the exponent (d.rule_pow(e) is the rule).
+        Primitive("pow", 2, lambda a, e: to_grammar(a**e), pow_row, 2, head=S.Pow, domain=lambda a, e: False,
+                  description="a**e for a constant e, |a|**e if e is not an integer", gp=False,
+                  derivative=d.rule_pow, export="protected_pow({0}, {1})", export_source=PROTECTED_POW_SOURCE,
+                  export_note=f"x**e is max(|x|, {POW_EPS:g})**e for non-integer e"),
     ]
 
 

@@ -19,232 +19,42 @@ Gradients are computed in forward mode alongside the values.  A loss
 expression is elementwise, ``L_i = L(p_i, y_i)``, so ``dL_i/dp_i`` is the
 tangent of the output when the tangent of ``p`` is 1: each group also
 computes its rows of a tangent table ``D`` from its arguments' tangents
-(chain rule per opcode, written to match torch's own derivative conventions
-for the protected forms: clamps pass the gradient where the input is inside
-the bound, ``abs`` has derivative ``sign``, ties of ``max``/``min`` split it).
+(the row's ``derivative``, the chain rule of its opcode written to match
+torch's own derivative conventions for the protected forms:
+:mod:`lossforge.primitives.derivatives`).
 No autograd graph is built for the loss: :func:`with_derivatives` attaches
-the values to ``p`` with a one-node backward ``grad * D``.  Rows of primitives registered
-by users, which have no written rule, get their tangent from torch autograd.
+the values to ``p`` with a one-node backward ``grad * D``.  Rows with no written rule (user
+primitives, unless they bring one) get their tangent from torch autograd.
 """
 from __future__ import annotations
 
-import operator
 from collections import defaultdict
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from lossforge.primitives.compile import Program
-from lossforge.primitives.protection import DIV_EPS, EXP_MAX, LOG_EPS, POW_EPS, SQRT_EPS
-from lossforge.primitives.table import get_primitive, primitives, protected_div, protected_pow
+from lossforge.primitives.derivatives import autograd_rule
+from lossforge.primitives.table import get_primitive
 
 
 # ----------------------------------------------------------------------------- rules
-# A rule writes the value and the tangent of one opcode into ``ov`` and ``ot``
-# (rows of the value and tangent tables) from its arguments and their
-# tangents; a tangent is None where no member's argument depends on p.  The
-# value is computed as the table row (or compile.py's fixed opcode) computes
-# it, so values equal Program's (to the last bit, except ``c / x`` with a
-# constant ``c``, which Program's float operand makes torch compute as
-# ``reciprocal(x) * c``: one rounding apart); tangents follow torch's backward
-# formulas.  Arguments broadcast ([n, ...] stacks or one shared row).
-# Masks use torch.where (``z`` is a zero scalar tensor) rather than bool-to-float
-# casts, and the last operation writes in place: on a CPU these small tensors
-# cost per call, so every saved call counts.
-
-def _sum_into(ot, ta, tb, sign: float = 1.0):
-    if ta is None:
-        torch.mul(tb, sign, out=ot) if sign != 1.0 else ot.copy_(tb)
-    elif tb is None:
-        ot.copy_(ta)
-    else:
-        torch.add(ta, tb, alpha=sign, out=ot)
-
-
-def _rule_add(a, b, ta, tb, ov, ot, z):
-    torch.add(a, b, out=ov)
-    _sum_into(ot, ta, tb)
-
-
-def _rule_sub(a, b, ta, tb, ov, ot, z):
-    torch.sub(a, b, out=ov)
-    _sum_into(ot, ta, tb, -1.0)
-
-
-def _rule_mul(a, b, ta, tb, ov, ot, z):
-    torch.mul(a, b, out=ov)
-    if ta is None:
-        torch.mul(a, tb, out=ot)
-    elif tb is None:
-        torch.mul(ta, b, out=ot)
-    else:
-        torch.addcmul(ta * b, a, tb, out=ot)
-
-
-def _safe_denominator(b):
-    """protected_div's denominator: |b| < DIV_EPS becomes +-DIV_EPS (+ for b = -0.0)."""
-    small = b.abs() < DIV_EPS
-    return torch.where(small, torch.where(b < 0, -DIV_EPS, DIV_EPS).to(b.dtype), b), small
-
-
-def _rule_div(a, b, ta, tb, ov, ot, z):
-    safe, small = _safe_denominator(b)
-    torch.div(a, safe, out=ov)  # = protected_div(a, b)
-    if tb is None:
-        torch.div(ta, safe, out=ot)
-        return
-    tb_term = torch.where(small, z, -tb * (ov / safe))
-    if ta is None:
-        ot.copy_(tb_term)
-    else:
-        torch.add(ta / safe, tb_term, out=ot)
-
-
-def _rule_neg(a, ta, ov, ot, z):
-    torch.neg(a, out=ov)
-    torch.neg(ta, out=ot)
-
-
-def _rule_square(a, ta, ov, ot, z):
-    torch.square(a, out=ov)
-    torch.mul(a, ta, out=ot).mul_(2)
-
-
-def _rule_cube(a, ta, ov, ot, z):
-    torch.pow(a, 3, out=ov)
-    torch.mul(torch.square(a), ta, out=ot).mul_(3)
-
-
-def _rule_abs(a, ta, ov, ot, z):
-    torch.abs(a, out=ov)
-    torch.mul(ta, torch.sign(a), out=ot)
-
-
-def _rule_sqrt(a, ta, ov, ot, z):
-    m = a.abs()
-    torch.sqrt(torch.clamp(m, min=SQRT_EPS), out=ov)
-    torch.where(m >= SQRT_EPS, ta * torch.sign(a) / (2 * ov), z, out=ot)
-
-
-def _rule_log(a, ta, ov, ot, z):
-    m = a.abs()
-    torch.log(torch.clamp(m, min=LOG_EPS), out=ov)
-    # sign(a)/|a| is 1/a exactly, and ta/a is what autograd computes bitwise.
-    torch.where(m >= LOG_EPS, ta / a, z, out=ot)
-
-
-def _rule_exp(a, ta, ov, ot, z):
-    torch.exp(torch.clamp(a, max=EXP_MAX), out=ov)
-    torch.where(a <= EXP_MAX, ta * ov, z, out=ot)
-
-
-def _rule_tanh(a, ta, ov, ot, z):
-    torch.tanh(a, out=ov)
-    torch.mul(ta, 1 - ov * ov, out=ot)
-
-
-def _rule_sigmoid(a, ta, ov, ot, z):
-    torch.sigmoid(a, out=ov)
-    torch.mul(ta, (1 - ov) * ov, out=ot)
-
-
-def _rule_softplus(a, ta, ov, ot, z):
-    ov.copy_(F.softplus(a))
-    torch.where(a > 20, ta, ta * torch.sigmoid(a), out=ot)
-
-
-def _choose_into(ot, w, ta, tb):
-    """ot = ta*w + tb*(1-w), skipping absent tangents."""
-    if tb is None:
-        torch.mul(ta, w, out=ot)
-    elif ta is None:
-        torch.mul(tb, 1 - w, out=ot)
-    else:
-        torch.addcmul(ta * w, tb, 1 - w, out=ot)
-
-
-def _rule_max(a, b, ta, tb, ov, ot, z):
-    torch.maximum(a, b, out=ov)  # = t_max(a, b) for tensors
-    # Weight of a: 1 if a > b, 1/2 on a tie (torch splits the gradient), else 0.
-    _choose_into(ot, torch.sign(a - b).add_(1).mul_(0.5), ta, tb)
-
-
-def _rule_min(a, b, ta, tb, ov, ot, z):
-    torch.minimum(a, b, out=ov)
-    _choose_into(ot, torch.sign(b - a).add_(1).mul_(0.5), ta, tb)
-
-
-def _rule_pow(e: float):
-    n = int(e) if float(e).is_integer() else None
-
-    def rule(a, ta, ov, ot, z):
-        ov.copy_(protected_pow(a, e))
-        if n is not None and n >= 0:
-            if n == 0:
-                ot.zero_()
-            else:
-                torch.mul(ta, n * a.pow(n - 1), out=ot)
-        elif n is not None:  # 1 / a**m through the protected division
-            m = -n
-            safe, small = _safe_denominator(a.pow(m))
-            torch.where(small, z, -ta * (ov / safe) * (m * a.pow(m - 1)), out=ot)
-        else:
-            mag = a.abs()
-            c = torch.clamp(mag, min=POW_EPS)
-            torch.where(mag >= POW_EPS, ta * (e * c.pow(e - 1)) * torch.sign(a), z, out=ot)
-
-    return rule
-
-
-_RULES: dict[str, Callable] = {
-    "add": _rule_add, "sub": _rule_sub, "mul": _rule_mul, "div": _rule_div, "neg": _rule_neg,
-    "square": _rule_square, "cube": _rule_cube, "abs": _rule_abs, "sqrt": _rule_sqrt, "log": _rule_log,
-    "exp": _rule_exp, "tanh": _rule_tanh, "sigmoid": _rule_sigmoid, "softplus": _rule_softplus,
-    "max": _rule_max, "min": _rule_min,
-}
-# Value functions of the opcodes compile.py calls with its own convention.
-_VALUE_FIXED: dict[str, Callable] = {"add": operator.add, "mul": operator.mul, "div": protected_div,
-                                     "neg": operator.neg}
-# The row functions the rules were written for; a row redefined later with
-# ``register(..., replace=True)`` falls back to autograd.
-_RULE_ROWS: dict[str, Callable] = {name: row.torch for name, row in primitives().items() if name in _RULES}
-
-
-def _autograd_rule(fn: Callable) -> Callable:
-    """Value and tangent of an elementwise function with no written rule, via autograd."""
-
-    def rule(*xs):
-        ov, ot, _ = xs[-3:]
-        k = (len(xs) - 3) // 2
-        args, tans = xs[:k], xs[k:2 * k]
-        shape = ov.shape
-        with torch.enable_grad():
-            leaves = [a.detach().expand(shape).clone().requires_grad_(t is not None) for a, t in zip(args, tans)]
-            out = fn(*leaves)
-            wrt = [x for x, t in zip(leaves, tans) if t is not None]
-            grads = torch.autograd.grad(out, wrt, torch.ones_like(out), allow_unused=True)
-        ov.copy_(out.detach())
-        ot.zero_()
-        for g, t in zip(grads, [t for t in tans if t is not None]):
-            if g is not None:
-                ot.addcmul_(g, t)
-
-    return rule
-
-
 def _resolve(opcode: str, payload) -> tuple[Callable, Callable]:
-    """(value function, value-and-tangent rule) of one opcode."""
-    if opcode == "pow":
-        e = float(payload)
-        return (lambda a: protected_pow(a, e)), _rule_pow(e)
-    if opcode in _VALUE_FIXED:
-        return _VALUE_FIXED[opcode], _RULES[opcode]
+    """(value function, value-and-tangent rule) of one opcode, from its row.
+
+    The rule is the row's ``derivative`` (the convention of
+    :mod:`lossforge.primitives.derivatives`) or, for a row without one, torch
+    autograd.  A constant payload (pow's exponent) is the row's last argument.
+    """
     row = get_primitive(opcode)
-    if opcode in _RULES and _RULE_ROWS.get(opcode) is row.torch:
-        return row.torch, _RULES[opcode]
-    # A user row (or a built-in redefined with replace=True): no written rule.
-    return row.torch, _autograd_rule(row.torch)
+    if payload is None:
+        return row.torch, row.derivative or autograd_rule(row.torch)
+    fn, constant = row.torch, float(payload)
+
+    def value(*args):
+        return fn(*args, constant)
+
+    return value, (row.derivative(constant) if row.derivative else autograd_rule(value))
 
 
 # ----------------------------------------------------------------------------- schedule

@@ -15,7 +15,7 @@ import torch
 
 from lossforge.losses import ExportError, ExpressionLoss, export, get, names, save
 from lossforge.losses.export import module_kind
-from lossforge.losses.export_torch import _HELPERS, elementwise_source, module_source
+from lossforge.losses.export_torch import elementwise_source, helper_source, module_source
 from lossforge.primitives import CompileError, parse
 from lossforge.primitives.generate import random_expression
 
@@ -89,9 +89,11 @@ def random_expressions(n: int, seed: int = 1):
 def test_elementwise_equals_the_compiled_expression(tmp_path):
     exprs = catalogue_expressions() + random_expressions(120)
     # one generated module holding every expression's elementwise form keeps the test fast
-    code = "import torch\nimport torch.nn.functional as F\n\n" + "\n\n".join(_HELPERS.values())
-    for i, e in enumerate(exprs):
-        code += "\n\n" + elementwise_source(e, f"elementwise_{i}")[0]
+    sources = [elementwise_source(e, f"elementwise_{i}") for i, e in enumerate(exprs)]
+    helpers = sorted({h for _, used in sources for h in used})
+    code = "import torch\nimport torch.nn.functional as F\n\n" + helper_source(helpers)
+    for source, _ in sources:
+        code += "\n\n" + source
     module = load_module(code, tmp_path)
     for i, e in enumerate(exprs):
         exported = getattr(module, f"elementwise_{i}")

@@ -15,8 +15,8 @@ import torch
 from lossforge.losses import get
 from lossforge.losses.export import plain_sympy
 from lossforge.primitives import parse
-from .record_bit_identical import (ARRAYS, META, catalogue_module, compile_values, export_values,
-                                                   population_values)
+
+from .record_bit_identical import ARRAYS, META, catalogue_module, compile_values, export_values, population_values
 
 _META = json.loads(META.read_text())
 _EXPRESSIONS = [tuple(entry) for entry in _META["expressions"]]
