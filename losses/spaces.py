@@ -33,6 +33,11 @@ KINDS = ("multiclass", "binary", "regression")
 EXPRESSION_SPACE = {"multiclass": "probability", "binary": "probability", "regression": "real"}
 
 
+def space_of(task_kind: str) -> str:
+    """The prediction space of a task kind: a segmentation map is binary per pixel."""
+    return "binary" if task_kind == "segmentation" else task_kind
+
+
 class SpaceError(LossforgeError, ValueError):
     """Inputs do not fit the prediction space."""
 
@@ -43,15 +48,42 @@ def check_kind(space: str) -> str:
     return space
 
 
-def predictions(outputs: torch.Tensor, space: str) -> torch.Tensor:
-    """Model outputs -> ``p`` in the expression's space."""
+def predictions(outputs: torch.Tensor, space: str, class_dim: int | None = None) -> torch.Tensor:
+    """Model outputs -> ``p`` in the expression's space.
+
+    ``class_dim=None``: classes last (multiclass logits ``[..., C]``, binary
+    logits ``[...]`` gain a last dimension of 2).  With ``class_dim``, the
+    outputs carry the class dimension there (of size 1 for a binary logit)
+    and ``p`` keeps it there: the population trainer's ``[K, out, N]`` layout.
+    """
     if space == "multiclass":
-        return F.softmax(outputs, dim=-1)
+        return F.softmax(outputs, dim=-1 if class_dim is None else class_dim)
     if space == "binary":
         # sigmoid(-z) rather than 1 - sigmoid(z): no cancellation near p = 1.
-        return torch.stack([torch.sigmoid(-outputs), torch.sigmoid(outputs)], dim=-1)
+        if class_dim is None:
+            return torch.stack([torch.sigmoid(-outputs), torch.sigmoid(outputs)], dim=-1)
+        return torch.cat([torch.sigmoid(-outputs), torch.sigmoid(outputs)], dim=class_dim)
     if space == "regression":
         return outputs
+    raise SpaceError(f"unknown task kind '{space}'; use one of {', '.join(KINDS)}")
+
+
+def decisions(outputs: torch.Tensor, space: str, class_dim: int = -1, target_mean: float = 0.0,
+              target_std: float = 1.0) -> torch.Tensor:
+    """Model outputs -> what a task metric compares with the targets.
+
+    multiclass: the arg-max class; binary: 1 where the logit is positive;
+    regression: the prediction in the targets' original units (outputs are
+    trained on targets standardised with ``target_mean``/``target_std``), float64.
+    The class dimension (of size 1 for binary and regression) is removed.
+    """
+    if space == "multiclass":
+        return outputs.argmax(dim=class_dim)
+    z = outputs.select(class_dim, 0)
+    if space == "binary":
+        return (z > 0).long()
+    if space == "regression":
+        return z.double() * target_std + target_mean
     raise SpaceError(f"unknown task kind '{space}'; use one of {', '.join(KINDS)}")
 
 

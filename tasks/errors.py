@@ -13,3 +13,7 @@ class TaskError(LossforgeError, KeyError, ValueError):
 
     # KeyError would quote the message; show it as written.
     __str__ = Exception.__str__
+
+
+class TaskWarning(UserWarning):
+    """Something about a task that works but not as fast or as expected (e.g. vmap fell back to a loop)."""

@@ -160,3 +160,29 @@ def get_metric(spec: str, kind: str | None = None) -> Metric:
         raise TaskError(f"metric '{metric.name}' does not apply to a {kind} task; "
                         f"use one of: {', '.join(metrics_for(kind))}")
     return metric
+
+
+def user_metric(fn: Callable, direction: str | None, kind: str) -> Metric:
+    """A user's ``metric(decisions, targets) -> float`` as a population metric.
+
+    ``decisions`` and ``targets`` reach ``fn`` as numpy arrays, one model at a
+    time: class indices (or 0/1) for classification, predictions in the
+    original units for regression.  ``direction`` is ``"max"`` or ``"min"``.
+    """
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if direction not in ("max", "min"):
+        raise TaskError(f"metric {name!r} is a function: give its direction, metric_direction='max' (higher is "
+                        f"better) or 'min', got {direction!r}")
+
+    def population(d: torch.Tensor, t: torch.Tensor, c: int) -> torch.Tensor:
+        targets = t.cpu().numpy()
+        values = []
+        for row in d.cpu().numpy():
+            try:
+                v = float(fn(row, targets))
+            except Exception as exc:  # the user's metric failed: that model has no score
+                raise TaskError(f"metric {name!r} raised {type(exc).__name__}: {exc}") from None
+            values.append(v)
+        return torch.tensor(values, dtype=torch.float64)
+
+    return Metric(name, direction, (kind,), population, f"user metric {name} ({direction})")

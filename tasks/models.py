@@ -1,29 +1,36 @@
-"""Model specifications and population models: K independent models in stacked weights.
+"""Models of a task: built-in spec strings or any ``torch.nn.Module``, made per seed.
 
-A spec is written ``"mlp:64"`` (one hidden layer of 64 ReLU units),
-``"mlp:100-10"``, ``"linear"`` (no hidden layer) or ``"cnn:8-8"`` (a fully
-convolutional net: 3x3 convolutions with 8 and 8 channels, ReLU, then a 1x1
-convolution to the outputs, for segmentation).
+A task's model is one of
 
-Population layout.  Activations are kept feature-major, ``[K, features, B]``:
-the first layer of all K MLPs is then one matrix product
-``W[K*h, d] @ X^T[d, B]`` (the input batch is shared: common random
-numbers), and later layers are batched products ``W[K] @ H[K]``, with no
-transposes in between.  CNNs use one convolution with ``K*c`` output channels
-for the first layer and grouped convolutions (``groups=K``) after it.
-Every parameter tensor has the population as its first dimension, so
-``param.view(K, -1)`` is one row per model.  Initialisation follows
-``nn.Linear``/``nn.Conv2d`` (uniform in +-1/sqrt(fan_in)), drawn once from the
-seed and copied to all K models.
+* a spec string: ``"mlp:64"`` (one hidden layer of 64 ReLU units),
+  ``"mlp:100-10"``, ``"linear"`` (no hidden layer) or ``"cnn:8-8"`` (a fully
+  convolutional net for segmentation: 3x3 convolutions with 8 and 8
+  channels, ReLU, then a 1x1 convolution to the outputs).  An MLP flattens
+  inputs of any sample shape.  Weights are drawn uniform in +-1/sqrt(fan_in)
+  (as ``nn.Linear``/``nn.Conv2d``) from the seed;
+* an ``nn.Module`` subclass, called with no arguments, or a zero-argument
+  factory returning an ``nn.Module``: built once per seed with torch's RNG
+  seeded from that seed (inside ``torch.random.fork_rng``, so the caller's RNG
+  is untouched), so its own initialisation is reproducible;
+* an ``nn.Module`` instance, used as a template: deep-copied and its
+  parameters re-initialised per seed by each submodule's
+  ``reset_parameters()``.  A submodule without ``reset_parameters`` keeps the
+  template's values (the same for every seed).
+
+Every form becomes a :class:`ModelSource`, which makes one fresh model for a
+seed (:meth:`ModelSource.make`); ``population.py`` stacks K copies of it.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from lossforge.primitives import did_you_mean
 
 from .errors import TaskError
 
@@ -53,10 +60,24 @@ class ModelSpec:
             return sum(a * b * k + b for a, b, k in zip(sizes[:-1], sizes[1:], ks))
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
-    def flops_per_sample(self, inputs: int, outputs: int, pixels: int = 1) -> int:
-        """Multiply-adds x 2 of one forward pass for one sample (one pixel grid for a CNN)."""
-        weights = self.n_params(inputs, outputs) - sum((*self.widths, outputs))
-        return 2 * weights * pixels
+    def build(self, inputs: int, outputs: int, seed: int | None = None) -> nn.Module:
+        """This architecture as a plain ``nn.Sequential``; with ``seed``, its initial weights for that seed."""
+        sizes = (inputs, *self.widths, outputs)
+        layers: list[nn.Module] = [] if self.arch == "cnn" else [nn.Flatten()]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            if self.arch == "cnn":
+                layers.append(nn.Conv2d(a, b, 1 if last else 3, padding=0 if last else 1))
+            else:
+                layers.append(nn.Linear(a, b))
+            if not last:
+                layers.append(nn.ReLU())
+        model = nn.Sequential(*layers)
+        if seed is not None:
+            with torch.no_grad():
+                for p, w in zip(model.parameters(), initial_weights(self, inputs, outputs, seed)):
+                    p.copy_(w)
+        return model
 
 
 def parse_model(spec) -> ModelSpec:
@@ -72,10 +93,9 @@ def parse_model(spec) -> ModelSpec:
         return ModelSpec("mlp", ())
     arch, _, rest = text.partition(":")
     if arch not in ARCHS:
-        from lossforge.primitives import did_you_mean
-
         raise TaskError(f"unknown model '{spec}'{did_you_mean(arch, ARCHS + ('linear',))}; "
-                        "write 'mlp:64', 'mlp:100-10', 'linear' or 'cnn:8-8'")
+                        "write 'mlp:64', 'mlp:100-10', 'linear' or 'cnn:8-8', or pass an nn.Module "
+                        "(a class, a zero-argument factory or an instance)")
     try:
         widths = tuple(int(w) for w in rest.replace(",", "-").split("-") if w.strip()) if rest else ()
     except ValueError:
@@ -93,7 +113,7 @@ def _uniform(gen: torch.Generator, shape, fan_in: int) -> torch.Tensor:
 
 
 def initial_weights(spec: ModelSpec, inputs: int, outputs: int, seed: int) -> list[torch.Tensor]:
-    """One model's initial parameters (CPU, float32), drawn from ``seed``.
+    """One spec model's initial parameters (CPU, float32), drawn from ``seed``.
 
     MLP: per layer ``W [out, in]``, ``b [out]``; CNN: ``W [out, in, k, k]``, ``b [out]``.
     """
@@ -110,80 +130,85 @@ def initial_weights(spec: ModelSpec, inputs: int, outputs: int, seed: int) -> li
     return out
 
 
-def reference_model(spec: ModelSpec, inputs: int, outputs: int, seed: int | None = None) -> nn.Module:
-    """The same architecture as one plain ``nn.Sequential`` (for baselines and tests).
+def _seeded(seed: int, fn):
+    """``fn()`` with torch's CPU RNG seeded from ``seed``; the caller's RNG state is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) % (2**63))
+        return fn()
 
-    With ``seed``, its weights are the population's initial weights for that seed.
+
+class ModelSource:
+    """Makes a task's model for a seed; built from any of the forms in the module docstring.
+
+    ``kind`` is ``"spec"``, ``"class"``, ``"factory"`` or ``"template"``.  A
+    source pickles by reference to the user's class or factory (so a Ray
+    worker must be able to import it: define it at module level) or, for a
+    template, with the template's state.
     """
-    sizes = (inputs, *spec.widths, outputs)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        last = i == len(sizes) - 2
-        if spec.arch == "cnn":
-            layers.append(nn.Conv2d(a, b, 1 if last else 3, padding=0 if last else 1))
+
+    def __init__(self, model, inputs: int, outputs: int):
+        self.inputs, self.outputs = inputs, outputs
+        self.spec: ModelSpec | None = None
+        self.obj = model
+        if isinstance(model, nn.Module):
+            self.kind = "template"
+            self.obj = copy.deepcopy(model).cpu()
+        elif inspect.isclass(model) and issubclass(model, nn.Module):
+            self.kind = "class"
+        elif isinstance(model, (str, ModelSpec, tuple, list)):
+            self.kind = "spec"
+            self.spec = parse_model(model)
+        elif callable(model):
+            self.kind = "factory"
         else:
-            layers.append(nn.Linear(a, b))
-        if not last:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    if seed is not None:
-        weights = initial_weights(spec, inputs, outputs, seed)
-        with torch.no_grad():
-            for p, w in zip(model.parameters(), weights):
-                p.copy_(w)
-    return model
+            raise TaskError(f"model must be a spec string ('mlp:64', 'cnn:8-8'), an nn.Module subclass, a "
+                            f"zero-argument factory returning an nn.Module, or an nn.Module instance; got "
+                            f"{type(model).__name__}")
+
+    @property
+    def name(self) -> str:
+        if self.spec is not None:
+            return str(self.spec)
+        target = type(self.obj) if self.kind == "template" else self.obj
+        return getattr(target, "__qualname__", None) or type(target).__name__
+
+    def make(self, seed: int) -> nn.Module:
+        """A fresh model (CPU, float32, train mode) with the initial weights for ``seed``."""
+        if self.spec is not None:
+            return self.spec.build(self.inputs, self.outputs, seed)
+        if self.kind == "template":
+            def reinit():
+                model = copy.deepcopy(self.obj)
+                for sub in model.modules():
+                    reset = getattr(sub, "reset_parameters", None)
+                    if callable(reset):
+                        reset()
+                return model
+            model = _seeded(seed, reinit)
+        else:
+            try:
+                model = _seeded(seed, self.obj)
+            except TypeError as exc:
+                raise TaskError(f"model {self.name} could not be built with no arguments ({exc}); pass a "
+                                "zero-argument factory, e.g. functools.partial(MyNet, width=64)") from None
+            if not isinstance(model, nn.Module):
+                raise TaskError(f"model factory {self.name} returned a {type(model).__name__}, not an nn.Module")
+        return model.float().train()
+
+    def describe(self) -> str:
+        if self.spec is not None:
+            return self.spec.describe(self.inputs, self.outputs)
+        return f"{self.name} ({self.kind})"
+
+    def fingerprint(self) -> str:
+        """What identifies the architecture: the spec, or the module's repr and parameter shapes."""
+        if self.spec is not None:
+            return f"spec {self.spec} {self.inputs}->{self.outputs}"
+        model = self.make(0)
+        shapes = ";".join(f"{n}:{tuple(p.shape)}" for n, p in model.named_parameters())
+        return f"{self.kind} {self.name}\n{model!r}\n{shapes}"
 
 
-class PopulationModel:
-    """K models of one spec with stacked parameters; ``forward(x) -> [K, outputs, N]``.
-
-    MLP input ``x`` is ``X^T``: ``[inputs, B]`` (feature-major), output ``N = B``.
-    CNN input is ``[B, channels, H, W]``; output ``N = B*H*W`` (sample-major, pixels inner).
-    """
-
-    def __init__(self, spec: ModelSpec, inputs: int, outputs: int, k: int, seed: int,
-                 device: torch.device | str = "cpu"):
-        self.spec, self.inputs, self.outputs, self.k = spec, inputs, outputs, k
-        one = initial_weights(spec, inputs, outputs, seed)
-        self.params: list[torch.Tensor] = []
-        for w in one:
-            if w.dim() == 1:  # biases as [K, out, 1] (MLP, broadcast over B) or [K, out] (CNN)
-                w = w.unsqueeze(-1) if spec.arch == "mlp" else w
-            stacked = w.unsqueeze(0).expand(k, *w.shape).contiguous().to(device)
-            self.params.append(stacked.requires_grad_(True))
-
-    def n_params_per_model(self) -> int:
-        return sum(p[0].numel() for p in self.params)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.arch == "cnn":
-            return self._forward_cnn(x)
-        return self._forward_mlp(x)
-
-    __call__ = forward
-
-    def _forward_mlp(self, xt: torch.Tensor) -> torch.Tensor:
-        k = self.k
-        w0, b0 = self.params[0], self.params[1]
-        width = w0.shape[1]
-        h = torch.addmm(b0.view(k * width, 1), w0.view(k * width, -1), xt)
-        h = h.view(k, width, -1)
-        for i in range(2, len(self.params), 2):
-            h = torch.relu(h)
-            h = torch.baddbmm(self.params[i + 1], self.params[i], h)
-        return h
-
-    def _forward_cnn(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.k
-        n_layers = len(self.params) // 2
-        h = x
-        for i in range(n_layers):
-            w, b = self.params[2 * i], self.params[2 * i + 1]
-            kernel = w.shape[-1]
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), padding=kernel // 2,
-                         groups=1 if i == 0 else k)
-            if i < n_layers - 1:
-                h = torch.relu(h)
-        bsz, _, height, width = h.shape
-        # [B, K*out, H, W] -> [K, out, B*H*W]
-        return h.view(bsz, k, self.outputs, height * width).permute(1, 2, 0, 3).reshape(k, self.outputs, -1)
+def reference_model(spec: ModelSpec, inputs: int, outputs: int, seed: int | None = None) -> nn.Module:
+    """The spec's architecture as one plain ``nn.Sequential`` (for baselines and tests)."""
+    return spec.build(inputs, outputs, seed)

@@ -1,11 +1,11 @@
 """The Task: data splits, model, budget and metric, and ``evaluate`` for candidate losses.
 
-A Task holds only numpy arrays and plain values, so it pickles small and
-cheap (a search ships it to its workers once); torch tensors are made on
-first use on a device and are not pickled.  Features are standardised with
-statistics of the training split only (per feature; per channel for
-images); regression targets are standardised the same way for training and
-metrics are reported in the original units.  Arrays are read-only.
+A Task holds numpy arrays, plain values and its model source (a spec, or the
+user's ``nn.Module`` class, factory or template), so it pickles small and
+cheap (a search ships it to its workers once through the object store);
+torch tensors are made on first use on a device and are not pickled.  See
+``data.py`` for the accepted data and ``models.py`` for the accepted models.
+Arrays are read-only.
 """
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lossforge.primitives import Expr, did_you_mean
+from lossforge.primitives import Expr, did_you_mean, parse
 
 from .candidates import prepare
+from .data import (TaskTensors, as_array, check_shapes, data_fingerprint, encode_targets, materialise, positive_float,
+                   positive_int, readonly, standardise)
 from .errors import TaskError
-from .metrics import get_metric
-from .models import ModelSpec, parse_model
-from .trainer import Outcome, _EVAL_SAMPLES, default_max_population, resolve_device, train_population
+from .metrics import Metric, get_metric, user_metric
+from .models import ModelSource, ModelSpec
+from .population import RANDOMNESS, output_layout
+from .trainer import Outcome, default_max_population, resolve_device, train_population
 
 KINDS = ("multiclass", "binary", "regression", "segmentation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -58,45 +61,34 @@ class Result:
         return self.status == "ok"
 
 
-# ----------------------------------------------------------------------------- validation helpers
-def _array(name: str, value, *, dtype=None) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise TaskError(f"{name} is not a numeric array: {exc}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TaskError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if arr.size and not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise TaskError(f"{name} contains {bad} NaN or infinite values; drop or impute them before building the task")
-    return arr
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise TaskError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _positive_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise TaskError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
-    if a is not None:
-        a.setflags(write=False)
-    return a
+def _is_dataset(value) -> bool:
+    return isinstance(value, torch.utils.data.Dataset) and not isinstance(value, torch.Tensor)
 
 
 class Task:
-    """A training task for scoring losses; build one with :meth:`from_arrays` or ``get(name)``."""
+    """A training task for scoring losses; build one with :meth:`from_arrays` or ``get(name)``.
+
+    ``model``: a spec string (``"mlp:64"``, ``"linear"``, ``"cnn:8-8"``), an
+    ``nn.Module`` subclass, a zero-argument factory, or an ``nn.Module``
+    instance used as a template (see ``lossforge.tasks.models``).  It maps
+    inputs ``[B, *sample_shape]`` to ``[B, C]`` (multiclass), ``[B]`` or
+    ``[B, 1]`` (binary, regression), ``[B, 1, H, W]`` or ``[B, H, W]``
+    (segmentation).  ``metric``: a metric name, or a function
+    ``metric(decisions, targets) -> float`` with ``metric_direction`` "max"
+    or "min".  ``standardize=False`` keeps inputs as given.
+    ``randomness``: "same" (default: all models of a population see the same
+    dropout masks, so a loss's result does not depend on its neighbours) or
+    "different" (see ``lossforge.tasks.population``).  ``fast_path=False``
+    trains a spec model through ``torch.func`` like a user's module (the
+    default hand-stacked layout is faster; same results).
+    """
 
     def __init__(self, name: str, kind: str, X_train, y_train, X_val, y_val, X_test=None, y_test=None, *,
-                 metric: str | None = None, model=None, steps: int = 500, batch_size: int = 64, lr: float = 1e-3,
+                 metric=None, model=None, steps: int = 500, batch_size: int = 64, lr: float = 1e-3,
                  optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.0,
-                 grad_clip: float | None = None, num_classes: int | None = None, description: str = ""):
+                 grad_clip: float | None = None, num_classes: int | None = None, description: str = "",
+                 standardize: bool = True, metric_direction: str | None = None, randomness: str = "same",
+                 fast_path: bool = True):
         if not isinstance(name, str) or not name.strip():
             raise TaskError(f"name must be a non-empty string, got {name!r}")
         self.name = name
@@ -104,10 +96,11 @@ class Task:
             raise TaskError(f"unknown task kind {kind!r}{did_you_mean(str(kind), KINDS)}; use one of {', '.join(KINDS)}")
         self.kind = kind
         self.description = description
-        # ---------------------------------------------------------------- budget and model
-        self.steps = _positive_int("steps", steps)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.lr = _positive_float("lr", lr)
+        self.reference: str | None = None  # how to rebuild this task in another process ("module:function")
+        # ---------------------------------------------------------------- budget
+        self.steps = positive_int("steps", steps)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.lr = positive_float("lr", lr)
         if optimizer not in OPTIMIZERS:
             raise TaskError(f"unknown optimizer {optimizer!r}{did_you_mean(str(optimizer), OPTIMIZERS)}; "
                             f"use one of {', '.join(OPTIMIZERS)}")
@@ -118,130 +111,121 @@ class Task:
         if momentum and optimizer != "sgd":
             raise TaskError(f"momentum applies to optimizer 'sgd' only (got optimizer {optimizer!r})")
         self.weight_decay, self.momentum = float(weight_decay), float(momentum)
-        self.grad_clip = None if grad_clip is None else _positive_float("grad_clip", grad_clip)
-        self.model_spec: ModelSpec = parse_model(model if model is not None else
-                                                 ("cnn:8-8" if kind == "segmentation" else "mlp:64"))
-        if (kind == "segmentation") != (self.model_spec.arch == "cnn"):
-            raise TaskError(f"model '{self.model_spec}' does not fit a {kind} task: segmentation tasks need a "
-                            "fully convolutional 'cnn:...' model, other tasks an 'mlp:...' or 'linear' model")
-        self._metric = get_metric(metric if metric is not None else DEFAULT_METRIC[kind], kind)
+        self.grad_clip = None if grad_clip is None else positive_float("grad_clip", grad_clip)
+        if randomness not in RANDOMNESS:
+            raise TaskError(f"randomness={randomness!r}; use 'same' (common dropout masks) or 'different'")
+        self.randomness = randomness
+        self.fast_path = bool(fast_path)  # spec models: the hand-stacked layout (tasks/stacked.py)
+        if not isinstance(standardize, bool):
+            raise TaskError(f"standardize must be True or False, got {standardize!r}")
+        if callable(metric) and not isinstance(metric, Metric):
+            self._metric = user_metric(metric, metric_direction, kind)
+        else:
+            self._metric = get_metric(metric if metric is not None else DEFAULT_METRIC[kind], kind)
 
         # ---------------------------------------------------------------- data
         splits = {"train": (X_train, y_train), "val": (X_val, y_val)}
-        if (X_test is None) != (y_test is None):
+        if (X_test is None) != (y_test is None) and not _is_dataset(X_test):
             raise TaskError("give both X_test and y_test, or neither")
         if X_test is not None:
             splits["test"] = (X_test, y_test)
         arrays = {}
         for split, (X, y) in splits.items():
-            X = _array(f"X_{split}", X, dtype=np.float64)
-            y = _array(f"y_{split}", y)
+            if _is_dataset(X):
+                if y is not None:
+                    raise TaskError(f"X_{split} is a Dataset of (input, target) pairs: pass y_{split}=None")
+                X, y = materialise(f"X_{split}", X)
+            X = as_array(f"X_{split}", X, dtype=np.float64)
+            y = as_array(f"y_{split}", y)
             if X.ndim == 0 or X.shape[0] == 0:
                 raise TaskError(f"X_{split} is empty")
             if y.ndim == 0 or X.shape[0] != y.shape[0]:
                 raise TaskError(f"X_{split} has {X.shape[0]} samples but y_{split} has "
                                 f"{y.shape[0] if y.ndim else 0}; they must match")
             arrays[split] = (X, y)
-        self._check_shapes(arrays)
-        self._set_targets(arrays, num_classes)
-        self._standardise(arrays)
-        if self.kind in ("multiclass", "binary", "segmentation") and len(np.unique(self.y_train)) < 2:
-            raise TaskError(f"y_train has a single class ({np.unique(self.y_train)[0]}); a classifier needs two or more")
-        self._tensor_cache: dict = {}
-
-    # ------------------------------------------------------------------ construction steps
-    def _check_shapes(self, arrays) -> None:
-        X0 = arrays["train"][0]
-        if self.kind == "segmentation":
-            if X0.ndim not in (3, 4):
-                raise TaskError(f"segmentation X_train must be images [N, H, W] or [N, C, H, W], got shape {X0.shape}")
-        elif X0.ndim != 2:
-            raise TaskError(f"X_train must be a 2-D array [samples, features], got shape {X0.shape}; "
-                            "reshape it (images: use kind='segmentation' or flatten)")
-        for split, (X, y) in arrays.items():
-            if X.shape[1:] != X0.shape[1:]:
-                raise TaskError(f"X_{split} has sample shape {X.shape[1:]} but X_train has {X0.shape[1:]}")
-            if self.kind == "segmentation":
-                image = X.shape[-2:]
-                if y.shape[1:] != image and y.shape[1:] != (1, *image):
-                    raise TaskError(f"y_{split} must hold one mask per image of shape {image}, got {y.shape[1:]}")
-            elif y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
-                raise TaskError(f"y_{split} must be one target per sample (shape [N]), got shape {y.shape}")
-
-    def _set_targets(self, arrays, num_classes) -> None:
-        kind = self.kind
-        out = {}
-        for split, (X, y) in arrays.items():
-            if kind == "segmentation":
-                y = y.reshape(y.shape[0], -1)
-            else:
-                y = y.reshape(-1)
-            if kind == "regression":
-                out[split] = y.astype(np.float64)
-                continue
-            if not np.all(np.equal(np.mod(y, 1), 0)):
-                raise TaskError(f"y_{split} must hold integer class labels for a {kind} task; "
-                                "use kind='regression' for real-valued targets")
-            y = y.astype(np.int64)
-            if kind in ("binary", "segmentation") and not np.isin(y, (0, 1)).all():
-                raise TaskError(f"y_{split} of a {kind} task must be 0/1, found labels {np.unique(y)[:6].tolist()}")
-            if y.min() < 0:
-                raise TaskError(f"y_{split} has negative class labels; labels must be 0..C-1")
-            out[split] = y
-        if kind == "multiclass":
-            seen = max(int(v.max()) for v in out.values()) + 1
-            if num_classes is None:
-                num_classes = seen
-            elif isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < seen:
-                raise TaskError(f"num_classes={num_classes!r} but the labels go up to {seen - 1}")
-            if num_classes < 2:
-                raise TaskError("a multiclass task needs at least 2 classes")
-            self.num_classes = int(num_classes)
-        else:
-            self.num_classes = 2 if kind != "regression" else 1
-        self.y_train = _readonly(out["train"])
-        self.y_val = _readonly(out["val"])
-        self.y_test = _readonly(out.get("test"))
+        check_shapes(kind, arrays)
+        encoded, self.num_classes = encode_targets(kind, arrays, num_classes)
+        self.y_train, self.y_val = readonly(encoded["train"]), readonly(encoded["val"])
+        self.y_test = readonly(encoded.get("test"))
         if kind == "regression":
             self.target_mean = float(self.y_train.mean())
             std = float(self.y_train.std())
             self.target_std = std if std > 0 else 1.0
         else:
             self.target_mean, self.target_std = 0.0, 1.0
+        scaled, self.feature_mean, self.feature_std = standardise(kind, arrays, standardize)
+        self.X_train, self.X_val, self.X_test = scaled["train"], scaled["val"], scaled.get("test")
+        if kind in ("multiclass", "binary", "segmentation") and len(np.unique(self.y_train)) < 2:
+            raise TaskError(f"y_train has a single class ({np.unique(self.y_train)[0]}); a classifier needs two or more")
+        self._tensor_cache: dict = {}
+        self._fingerprint: str | None = None
 
-    def _standardise(self, arrays) -> None:
-        X0 = arrays["train"][0]
-        if self.kind == "segmentation":
-            if X0.ndim == 3:
-                arrays = {s: (X[:, None], y) for s, (X, y) in arrays.items()}
-                X0 = arrays["train"][0]
-            axes = (0, 2, 3)  # per channel
-            mean = X0.mean(axis=axes, keepdims=True)
-            std = X0.std(axis=axes, keepdims=True)
-        else:
-            mean = X0.mean(axis=0, keepdims=True)
-            std = X0.std(axis=0, keepdims=True)
-        std = np.where(std > 0, std, 1.0)  # constant features (digits' blank pixels) stay 0
-        self.feature_mean = _readonly(mean.astype(np.float64))
-        self.feature_std = _readonly(std.astype(np.float64))
-        scaled = {s: _readonly(((X - mean) / std).astype(np.float32)) for s, (X, _) in arrays.items()}
-        self.X_train, self.X_val = scaled["train"], scaled["val"]
-        self.X_test = scaled.get("test")
+        # ---------------------------------------------------------------- model
+        if model is None:
+            model = "cnn:8-8" if kind == "segmentation" else "mlp:64"
+        inputs = int(self.X_train.shape[1]) if kind == "segmentation" else int(np.prod(self.X_train.shape[1:]))
+        self.model_source = ModelSource(model, inputs, self.output_dim)
+        spec = self.model_source.spec
+        if spec is not None and (kind == "segmentation") != (spec.arch == "cnn"):
+            raise TaskError(f"model '{spec}' does not fit a {kind} task: segmentation tasks need a fully "
+                            "convolutional 'cnn:...' model (or your own nn.Module), other tasks an 'mlp:...' or "
+                            "'linear' model (or your own nn.Module)")
+        self.model_stats = self._probe_model()
+
+    def _probe_model(self) -> tuple[int, int]:
+        """Build the model once and run it on a few training samples: the output must fit the task.
+
+        Returns (parameters per model, activation values per sample) for the memory estimate.
+        """
+        model = self.model_source.make(0)
+        n = min(self.n_train, max(2, min(self.batch_size, 8)))
+        x = torch.tensor(self.X_train[:n])
+        acts = [0]
+
+        def count(_module, _inputs, output):
+            if isinstance(output, torch.Tensor):
+                acts[0] += output.numel()
+
+        hooks = [m.register_forward_hook(count) for m in model.modules()]
+        try:
+            with torch.random.fork_rng(devices=[]):
+                out = model(x)
+        except Exception as exc:
+            raise TaskError(f"model {self.model_source.name} raised {type(exc).__name__} on a batch of shape "
+                            f"{list(x.shape)}: {exc}") from None
+        finally:
+            for h in hooks:
+                h.remove()
+        if not isinstance(out, torch.Tensor):
+            raise TaskError(f"model {self.model_source.name} returned a {type(out).__name__}, not a tensor")
+        output_layout(out, self.kind, self.output_dim, n)  # a TaskError naming the expected and the got shape
+        n_params = sum(p.numel() for p in model.parameters())
+        return int(n_params), int(max(acts[0], out.numel()) // n + 1)
 
     @classmethod
     def from_arrays(cls, X_train, y_train, X_val, y_val, X_test=None, y_test=None, *, kind: str = "regression",
-                    metric: str | None = None, model=None, steps: int = 500, batch_size: int = 64,
+                    metric=None, model=None, steps: int = 500, batch_size: int = 64,
                     lr: float = 1e-3, name: str = "custom", **options) -> "Task":
-        """A task from your own arrays (features ``[N, F]``, or images ``[N, (C,) H, W]`` for segmentation).
+        """A task from your own data: numpy arrays, torch tensors, or map-style Datasets.
 
-        ``kind``: "multiclass" (integer labels), "binary" (0/1), "regression" or
-        "segmentation" (0/1 masks).  ``metric`` defaults to accuracy, IoU or MSE;
-        ``model`` to ``"mlp:64"`` (``"cnn:8-8"`` for segmentation).  Further
-        options: ``optimizer`` ("adam", "adamw", "sgd"), ``weight_decay``,
-        ``momentum``, ``grad_clip`` (per model), ``num_classes``, ``description``.
+        Inputs of any sample shape (``[N, F]``, ``[N, L]``, ``[N, C, L]``,
+        ``[N, C, H, W]``; segmentation ``[N, (C,) H, W]`` with 0/1 masks).  A
+        Dataset of ``(x, y)`` pairs is passed as ``X_*`` with ``y_*=None``.
+        ``kind``: "multiclass" (integer labels), "binary" (0/1), "regression"
+        or "segmentation".  ``metric`` defaults to accuracy, IoU or MSE, or is
+        your function with ``metric_direction``; ``model`` defaults to
+        ``"mlp:64"`` (``"cnn:8-8"`` for segmentation) or is your ``nn.Module``
+        (class, factory or instance).  Further options: ``optimizer`` ("adam",
+        "adamw", "sgd"), ``weight_decay``, ``momentum``, ``grad_clip`` (per
+        model), ``num_classes``, ``standardize``, ``randomness``, ``description``.
         """
         return cls(name, kind, X_train, y_train, X_val, y_val, X_test, y_test, metric=metric, model=model,
                    steps=steps, batch_size=batch_size, lr=lr, **options)
+
+    @classmethod
+    def from_datasets(cls, train, val, test=None, **kwargs) -> "Task":
+        """A task from map-style ``torch.utils.data.Dataset`` objects of ``(input, target)`` pairs."""
+        return cls.from_arrays(train, None, val, None, test, None, **kwargs)
 
     # ------------------------------------------------------------------ views
     @property
@@ -257,8 +241,13 @@ class Task:
         return self._metric
 
     @property
+    def model_spec(self) -> ModelSpec | None:
+        """The built-in spec of the model, or None for a user's nn.Module."""
+        return self.model_source.spec
+
+    @property
     def model(self) -> str:
-        return str(self.model_spec)
+        return self.model_source.name
 
     @property
     def expression_space(self) -> str:
@@ -269,8 +258,12 @@ class Task:
         return BASELINE[self.kind]
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.X_train.shape[1:])
+
+    @property
     def image_shape(self) -> tuple[int, ...] | None:
-        return tuple(self.X_train.shape[1:]) if self.kind == "segmentation" else None
+        return self.sample_shape if self.kind == "segmentation" else None
 
     @property
     def pixels(self) -> int:
@@ -305,14 +298,24 @@ class Task:
         return min(self.batch_size, self.n_train)
 
     def describe_model(self) -> str:
-        return self.model_spec.describe(self.input_dim, self.output_dim)
+        return self.model_source.describe()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what determines this task's results: data, kind, metric, budget and model architecture."""
+        if self._fingerprint is None:
+            settings = repr((self.kind, self.metric, self.direction, self.steps, self.batch_size, self.lr,
+                             self.optimizer, self.weight_decay, self.momentum, self.grad_clip, self.num_classes,
+                             self.randomness, self.model_source.fingerprint()))
+            data = data_fingerprint(self.X_train, self.y_train, self.X_val, self.y_val, self.X_test, self.y_test)
+            self._fingerprint = data_fingerprint(np.frombuffer((settings + data).encode(), dtype=np.uint8))
+        return self._fingerprint
 
     def __repr__(self) -> str:
         return (f"Task({self.name!r}, kind={self.kind!r}, metric={self.metric!r}, model={self.model!r}, "
                 f"steps={self.steps}, batch_size={self.batch_size}, lr={self.lr:g}, "
                 f"n_train={self.n_train}, n_val={self.n_val}, n_test={self.n_test})")
 
-    # ------------------------------------------------------------------ pickling: arrays only
+    # ------------------------------------------------------------------ pickling: arrays and the model source
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_tensor_cache"] = {}
@@ -321,13 +324,13 @@ class Task:
     def __setstate__(self, state):
         self.__dict__.update(state)
         for key in ("X_train", "X_val", "X_test", "y_train", "y_val", "y_test", "feature_mean", "feature_std"):
-            _readonly(getattr(self, key, None))
+            readonly(getattr(self, key, None))
 
     # ------------------------------------------------------------------ evaluation
-    def _tensors(self, device: torch.device) -> "_TaskTensors":
+    def _tensors(self, device: torch.device) -> TaskTensors:
         key = str(device)
         if key not in self._tensor_cache:
-            self._tensor_cache = {key: _TaskTensors(self, device)}  # keep one device's copy
+            self._tensor_cache = {key: TaskTensors(self, device)}  # keep one device's copy
         return self._tensor_cache[key]
 
     def evaluate(self, losses, seed: int = 0, steps: int | None = None, split: str = "val", device=None,
@@ -335,8 +338,11 @@ class Task:
         """Train one model per loss and score it on ``split``; one :class:`Result` per loss, in order.
 
         ``losses``: Expr objects, expression text (``"-y*log(p)"``) or catalogue
-        ``Loss`` objects, mixed freely.  All models share the initial weights and
-        minibatch order drawn from ``seed``.  ``steps`` overrides the task's
+        ``Loss`` objects, mixed freely; text that does not parse raises
+        :class:`~lossforge.primitives.GrammarError` at once (a result with
+        ``status="error"`` is for a loss that fails while training).  All models
+        share the initial weights, minibatch order and dropout masks drawn from
+        ``seed``.  ``steps`` overrides the task's
         budget; ``device`` defaults to ``cuda`` when available, else ``cpu``;
         ``time_limit`` (seconds, for the whole call) marks the losses still
         training when it runs out as errors; ``max_population`` caps how many
@@ -351,18 +357,21 @@ class Task:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
         seed = int(seed)
-        steps = self.steps if steps is None else _positive_int("steps", steps)
+        for loss in losses:
+            if isinstance(loss, str):
+                parse(loss)  # a typo is the caller's mistake: GrammarError with the parser's message
+        steps = self.steps if steps is None else positive_int("steps", steps)
         if split not in SPLITS:
             raise TaskError(f"unknown split {split!r}{did_you_mean(str(split), SPLITS)}; use one of {', '.join(SPLITS)}")
         if split == "test" and self.X_test is None:
             raise TaskError(f"task '{self.name}' has no test split; evaluate on 'val' or build it with X_test/y_test")
         if time_limit is not None:
-            time_limit = _positive_float("time_limit", time_limit)
+            time_limit = positive_float("time_limit", time_limit)
         dev = resolve_device(device)
         if max_population is None:
             max_population = default_max_population(self, dev)
         else:
-            max_population = _positive_int("max_population", max_population)
+            max_population = positive_int("max_population", max_population)
 
         start = time.perf_counter()
         deadline = None if time_limit is None else start + time_limit
@@ -391,9 +400,9 @@ class Task:
         try:
             got = train_population(self, data, [candidates[i] for i in chunk], seed=seed, steps=steps,
                                    split=split, device=dev, deadline=deadline)
+        except TaskError:
+            raise  # the task's fault (e.g. the model's output shape), not a failed candidate
         except Exception as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                raise
             if len(chunk) == 1:
                 outcomes[chunk[0]] = Outcome("error", error=f"training failed: {type(exc).__name__}: {exc}")
                 times[chunk[0]] = time.perf_counter() - t0
@@ -409,60 +418,3 @@ class Task:
                 o.error = f"time limit of {time_limit:g} s " + o.error[len("time limit "):]
             outcomes[i] = o
             times[i] = share
-
-
-class _TaskTensors:
-    """A task's arrays as tensors on one device, in the layouts the trainer uses."""
-
-    def __init__(self, task: Task, device: torch.device):
-        self.device = device
-        self.kind = task.kind
-        self.cnn = task.model_spec.arch == "cnn"
-        self.n_train = task.n_train
-        self.batch = task.effective_batch_size
-        self.pixels = task.pixels
-
-        def x(a):
-            t = torch.tensor(a, device=device)
-            return t if self.cnn else t.t().contiguous()  # MLPs take X^T [features, N]
-
-        self.X = {"train": x(task.X_train), "val": x(task.X_val)}
-        raw = {"train": task.y_train, "val": task.y_val}
-        if task.X_test is not None:
-            self.X["test"] = x(task.X_test)
-            raw["test"] = task.y_test
-        if task.kind == "regression":
-            y_train = (task.y_train - task.target_mean) / task.target_std
-            self.y_train = torch.tensor(y_train, dtype=torch.float32, device=device)
-            self.y_eval = {s: torch.tensor(v, dtype=torch.float64, device=device) for s, v in raw.items()}
-        else:
-            self.y_train = torch.tensor(task.y_train, device=device)
-            self.y_eval = {s: torch.tensor(v.reshape(-1), device=device) for s, v in raw.items()}
-        # Targets as the expressions see them, for all training samples: [columns, n, pixels].
-        t = self.y_train.view(task.n_train, -1)
-        if task.kind == "multiclass":
-            cols = torch.nn.functional.one_hot(t[:, 0], task.num_classes).t().unsqueeze(-1)
-        elif task.kind in ("binary", "segmentation"):
-            cols = torch.stack([1 - t, t])
-        else:
-            cols = t.unsqueeze(0)
-        self._y_columns = cols.to(torch.float32).contiguous()
-
-    def expression_targets(self, idx: torch.Tensor) -> torch.Tensor:
-        """The expressions' ``y`` for a batch: ``[columns, N]`` (classes or the two binary columns first)."""
-        cols = self._y_columns.index_select(1, idx)
-        return cols.view(cols.shape[0], -1)
-
-    def train_batch(self, idx: torch.Tensor):
-        xb = self.X["train"].index_select(0 if self.cnn else 1, idx)
-        return xb, self.y_train.index_select(0, idx)
-
-    def eval_chunks(self, split: str):
-        X = self.X[split]
-        if self.cnn:
-            step = max(1, _EVAL_SAMPLES // max(self.pixels, 1) * 4)
-            return [X[i:i + step] for i in range(0, X.shape[0], step)]
-        return [X[:, i:i + _EVAL_SAMPLES] for i in range(0, X.shape[1], _EVAL_SAMPLES)]
-
-    def eval_targets(self, split: str) -> torch.Tensor:
-        return self.y_eval[split]

@@ -1,15 +1,17 @@
 """The population trainer: K candidate losses train K models in one loop.
 
 Per training step there is one batched forward pass of all K models (see
-``models.py``), one evaluation of all expression losses (``program.py``), one
-backward pass and one optimizer step on the stacked parameters.  Adam, AdamW
+``population.py``: K copies of any ``nn.Module`` through ``torch.func``), one
+evaluation of all expression losses (``program.py``), one backward pass and
+one optimizer step on the stacked parameters.  Adam, AdamW
 and SGD act elementwise, so the K models' updates stay independent; optional
 gradient clipping is per model.
 
 Common random numbers: every candidate of a call starts from the same
-initial weights and sees the same minibatches, both drawn from ``seed``, so a
-candidate's result depends on its loss and the seed, not on its neighbours
-(beyond float rounding in the batched kernels).
+initial weights, sees the same minibatches and (by default) the same dropout
+masks, all drawn from ``seed``, so a candidate's result depends on its loss
+and the seed, not on its neighbours (beyond float rounding in the batched
+kernels).
 
 Isolation: a hook on the model outputs zeroes the gradient rows of
 candidates whose loss or output gradient is not finite, before it reaches the
@@ -26,11 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lossforge.losses.spaces import decisions, predictions, space_of
+
 from .candidates import Candidate
-from .models import PopulationModel
+from .data import _EVAL_SAMPLES
+from .stacked import make_population
 from .program import PopulationProgram, with_derivatives
 
-_EVAL_SAMPLES = 2048  # model evaluation chunk (samples; images count their pixels)
 
 
 @dataclass
@@ -67,26 +71,6 @@ def epoch_batches(n: int, batch: int, steps: int, seed: int):
         yield rows
 
 
-# ----------------------------------------------------------------------------- spaces
-def _expression_inputs(z: torch.Tensor, kind: str) -> torch.Tensor:
-    """Model outputs ``[K, out, N]`` -> ``p`` ``[K, columns, N]`` (classes on dim 1)."""
-    if kind == "multiclass":
-        return torch.softmax(z, dim=1)
-    if kind in ("binary", "segmentation"):
-        # sigmoid(-z) rather than 1 - sigmoid(z): no cancellation near p = 1 (as spaces.py).
-        return torch.cat([torch.sigmoid(-z), torch.sigmoid(z)], dim=1)
-    return z
-
-
-def decisions(z: torch.Tensor, kind: str, target_mean: float = 0.0, target_std: float = 1.0) -> torch.Tensor:
-    """Model outputs ``[K, out, N]`` -> what the metric compares with the targets: ``[K, N]``."""
-    if kind == "multiclass":
-        return z.argmax(dim=1)
-    if kind in ("binary", "segmentation"):
-        return (z[:, 0] > 0).long()
-    return z[:, 0].double() * target_std + target_mean
-
-
 # ----------------------------------------------------------------------------- training
 class _Population:
     """Bookkeeping of which candidates still train, and why the others stopped."""
@@ -117,8 +101,9 @@ def _make_optimizer(task, params):
         return cls(params, **kw)
 
 
-def _freeze(rows: torch.Tensor, params, optimizer) -> None:
-    """Zero the parameters and optimizer state of the models in ``rows``."""
+def _freeze(rows: torch.Tensor, params, optimizer, model) -> None:
+    """Zero the parameters, buffers and optimizer state of the models in ``rows``."""
+    model.freeze(rows)
     with torch.no_grad():
         for p in params:
             p.index_fill_(0, rows, 0.0)
@@ -163,9 +148,19 @@ def train_population(task, data, candidates: list[Candidate], *, seed: int, step
 
 def _train(task, data, candidates: list[Candidate], *, seed: int, steps: int, split: str,
            device: torch.device, deadline: float | None) -> list[Outcome]:
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # dropout draws come from the seed, not the caller's RNG
+        torch.manual_seed(int(seed) % (2**63) ^ 0x64726F70)
+        return _train_seeded(task, data, candidates, seed=seed, steps=steps, split=split, device=device,
+                             deadline=deadline)
+
+
+def _train_seeded(task, data, candidates: list[Candidate], *, seed: int, steps: int, split: str,
+                  device: torch.device, deadline: float | None) -> list[Outcome]:
     k = len(candidates)
     kind = task.kind
-    model = PopulationModel(task.model_spec, task.input_dim, task.output_dim, k, seed, device)
+    space = space_of(kind)
+    model = make_population(task, k, seed, device, probe=data.probe)
     params = model.params
     optimizer = _make_optimizer(task, params)
     pop = _Population(k, device)
@@ -193,7 +188,7 @@ def _train(task, data, candidates: list[Candidate], *, seed: int, steps: int, sp
         finite = torch.ones(k, dtype=torch.bool, device=device)
         if program is not None:
             ze = z if not module_idx else z[:n_expr]
-            p = _expression_inputs(ze, kind)
+            p = predictions(ze, space, class_dim=1)
             values, derivatives = program.evaluate(p.detach(), data.expression_targets(idx))
             per_candidate = with_derivatives(p, values, derivatives, keep).sum(dim=1).mean(dim=-1)  # [n_expr]
             # A candidate whose loss or derivative is not finite gets no gradient (keep is read at backward).
@@ -237,7 +232,7 @@ def _train(task, data, candidates: list[Candidate], *, seed: int, steps: int, sp
             for i in rows.tolist():
                 where = "loss" if not bool(finite[i]) else "gradient"
                 pop.stop(i, Outcome("diverged", error=f"non-finite {where} at step {step}", steps=step))
-            _freeze(rows, params, optimizer)  # also the modules that failed this step
+            _freeze(rows, params, optimizer, model)  # also the modules that failed this step
             keep[:] = pop.alive[:n_expr]
         if not bool(pop.alive.any()):
             done = step + 1
@@ -257,9 +252,9 @@ def _train(task, data, candidates: list[Candidate], *, seed: int, steps: int, sp
     live = [i for i in range(k) if pop.outcomes[i] is None]
     if live:
         with torch.no_grad():
-            z_eval = torch.cat([model(x) for x in data.eval_chunks(split)], dim=-1)  # [K, out, N]
+            z_eval = torch.cat([model(x, train=False) for x in data.eval_chunks(split)], dim=-1)  # [K, out, N]
             finite_eval = torch.isfinite(z_eval).flatten(1).all(dim=1)
-            dec = decisions(z_eval, kind, task.target_mean, task.target_std)
+            dec = decisions(z_eval, space, class_dim=1, target_mean=task.target_mean, target_std=task.target_std)
             values = task.metric_fn(dec, data.eval_targets(split), task.num_classes).tolist()
         for i in live:
             if not bool(finite_eval[i]) or not math.isfinite(values[i]):
@@ -271,16 +266,19 @@ def _train(task, data, candidates: list[Candidate], *, seed: int, steps: int, sp
 
 # ----------------------------------------------------------------------------- memory
 def bytes_per_candidate(task, rows_per_candidate: int = 12) -> int:
-    """A generous estimate of the memory one candidate needs while training."""
-    spec = task.model_spec
+    """A generous estimate of the memory one candidate needs while training.
+
+    From the task's model statistics (parameters, and activations per sample
+    measured by a forward pass when the task was built).
+    """
+    n_params, activations_per_sample = task.model_stats
     pixels = task.pixels
-    n_params = spec.n_params(task.input_dim, task.output_dim)
     weights = 4 * n_params * 4  # parameter, gradient, two optimizer moments
-    width = sum(spec.widths) + task.output_dim
-    activations = 4 * task.batch_size * pixels * width * 4
+    activations = 4 * task.effective_batch_size * activations_per_sample * 3  # forward, saved, backward
     columns = task.num_classes if task.kind == "multiclass" else (2 if task.kind != "regression" else 1)
-    loss = 4 * (2 * rows_per_candidate + 8) * columns * task.batch_size * pixels
-    evaluation = 4 * min(task.n_eval_max * pixels, _EVAL_SAMPLES * max(pixels, 1)) * (width + 1)
+    loss = 4 * (2 * rows_per_candidate + 8) * columns * task.effective_batch_size * pixels
+    eval_samples = min(task.n_eval_max, max(1, _EVAL_SAMPLES // max(pixels, 1) * 4) if pixels > 1 else _EVAL_SAMPLES)
+    evaluation = 4 * eval_samples * activations_per_sample
     return int(weights + activations + loss + evaluation)
 
 

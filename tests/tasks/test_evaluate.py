@@ -90,17 +90,23 @@ def test_an_exploding_regression_loss_diverges_alone():
 
 def test_errors_are_isolated_and_explained(fake_losses):
     t = get("digits")
-    res = t.evaluate([CE, "log(", "c0*p", 42, fake_losses["mse"], fake_losses["broken"], fake_losses["nan_after"]],
+    res = t.evaluate([CE, "c0*p", 42, fake_losses["mse"], fake_losses["broken"], fake_losses["nan_after"]],
                      seed=0, steps=20)
     status = [r.status for r in res]
-    assert status == ["ok", "error", "error", "error", "error", "error", "diverged"]
-    assert "GrammarError" in res[1].error
-    assert "unbound constant" in res[2].error
-    assert "pass an Expr" in res[3].error
-    assert "trains regression tasks, not a multiclass task" in res[4].error
-    assert "this loss is broken" in res[5].error
-    assert "non-finite loss at step 5" in res[6].error
+    assert status == ["ok", "error", "error", "error", "error", "diverged"]
+    assert "unbound constant" in res[1].error
+    assert "pass an Expr" in res[2].error
+    assert "trains regression tasks, not a multiclass task" in res[3].error
+    assert "this loss is broken" in res[4].error
+    assert "non-finite loss at step 5" in res[5].error
     assert res[0].metric == pytest.approx(t.evaluate([CE], seed=0, steps=20)[0].metric, abs=1e-9)
+
+
+def test_a_typo_in_expression_text_raises_the_parsers_message_at_once():
+    from lossforge.primitives import GrammarError
+
+    with pytest.raises(GrammarError, match=r"'\(' was never closed"):
+        get("digits").evaluate([CE, "-y*log(p"], seed=0, steps=5)
 
 
 def test_catalogue_losses_train_through_the_module_path(fake_losses):
