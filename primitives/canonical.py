@@ -32,6 +32,8 @@ def round_number(value: float) -> sympy.Expr:
     r = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
     tol = 0.5 * 10 ** (1 - SIGNIFICANT_DIGITS) * abs(r)
     for q in _SNAP_DENOMINATORS:
+        if abs(r * q) >= 10**9:  # never a snap (and round() of an overflow to inf would raise)
+            continue
         num = round(r * q)
         if num != 0 and abs(num / q - r) <= tol and abs(num) < 10**9:
             return sympy.Rational(num, q)

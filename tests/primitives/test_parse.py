@@ -37,18 +37,22 @@ def test_grammar_error_is_a_value_error_and_a_lossforge_error():
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("__import__('os').system('echo hacked')", "character"),
+    ("__import__('os').system('echo hacked')", "character \"'\" at column 12"),
     ("__import__", "unknown name '__import__'"),
     ("p.__class__", "Attribute"),
     ("os.system(1)", "only calls of grammar functions"),
-    ("(lambda: 1)()", "character"),
+    ("(lambda: 1)()", "character ':' at column 8"),  # stopped before the AST walk
     ("eval(p)", "unknown function 'eval'"),
     ("exec(p)", "unknown function 'exec'"),
-    ("[p for p in y]", "character"),
-    ("p if y else p", "IfExp"),
-    ("p < y", "character"),
-    ("p % y", "character"),
-    ("log(p, base=2)", "character"),
+    ("[p for p in y]", "character '[' at column 1"),  # (p for p in y) reaches the whitelist
+    ("p if y else p", "(IfExp) is not part of the loss grammar"),
+    ("p and y", "(BoolOp) is not part of the loss grammar"),
+    ("p in y", "(Compare) is not part of the loss grammar"),
+    ("(p for p in y)", "(GeneratorExp) is not part of the loss grammar"),
+    ("log(**p)", "takes no keyword arguments"),
+    ("p < y", "character '<' at column 3"),  # p in y reaches the whitelist: Compare
+    ("p % y", "character '%' at column 3"),
+    ("log(p, base=2)", "character '=' at column 12"),  # log(**p) reaches the keyword check
     ("log(*p)", "starred"),
     ("logg(p)", "did you mean 'log'"),
     ("lgo", "unknown name 'lgo'"),

@@ -1,0 +1,228 @@
+"""Mutation testing of lossforge's core modules with mutmut, one module at a time.
+
+Not part of the test suite or CI: a quality check run by hand (``pip install -e .[mutation]``)::
+
+    nice -n 19 python experiments/mutation.py                  # every module below, in turn
+    nice -n 19 python experiments/mutation.py parse filters    # some of them
+    python experiments/mutation.py --list                      # the modules and their tests
+
+It prints, per module, mutmut's counts and the score: killed / (mutants - equivalent), where
+"killed" includes timeouts (a mutant that hangs the tests is caught) and the equivalent
+mutants are those listed, with a reason each, in ``experiments/mutation_equivalents.md``.
+Surviving mutants not listed there are printed with ``mutmut show``'s diff, to be killed by
+a new test or, if they change nothing a caller can observe, added to that list.
+
+How it maps the layout.  The package is a namespace package whose parts live in top-level
+folders (``primitives/`` -> ``lossforge.primitives`` through setuptools ``package-dir``), and
+mutmut names each mutant after the module path of its file and activates it only when the
+running function's ``__module__`` matches.  So each module is mutated in a staging copy
+(``--workdir``, default a temporary folder) laid out as ``lossforge/primitives/...``: mutmut
+writes its mutants to ``mutants/lossforge/...`` and puts ``mutants/`` first on ``sys.path``,
+where Python's path finder resolves ``lossforge.*`` before the editable install's finder.
+mutmut's own forced-failure check (every run makes one test fail through the trampolines
+and stops if none does) confirms the tests import the mutated files.  The real working
+tree is never modified.
+
+Each module runs only its own test selection (``MODULES`` below, the smallest set that
+exercises it) with one worker, single-threaded torch, and a time limit (``--timeout``,
+default 900 s per module).  About an hour for all modules on a quiet 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("primitives", "losses", "tasks", "search")
+EQUIVALENTS = Path(__file__).resolve().parent / "mutation_equivalents.md"
+
+# name -> (source file, tests that exercise it).  Keep the selections small: every
+# mutant of a function re-runs the selected tests that call that function.
+MODULES: dict[str, tuple[str, list[str]]] = {
+    "parse": ("primitives/parse.py", [
+        "tests/primitives/test_parse.py", "tests/primitives/test_mutants_parse.py",
+        "tests/primitives/test_fuzz.py"]),
+    "fingerprint": ("primitives/fingerprint.py", [
+        "tests/primitives/test_fingerprint.py", "tests/primitives/test_mutants_fingerprint.py"]),
+    "canonical": ("primitives/canonical.py", [
+        "tests/primitives/test_expr.py", "tests/primitives/test_mutants_canonical.py"]),
+    "table": ("primitives/table.py", [
+        "tests/primitives/test_table.py", "tests/primitives/test_expr.py"]),
+    "compile": ("primitives/compile.py", [
+        "tests/primitives/test_table.py", "tests/primitives/test_expr.py"]),
+    "loss": ("losses/loss.py", [
+        "tests/losses/test_expressions.py", "tests/losses/test_registry.py",
+        "tests/losses/test_mutants_loss.py"]),
+    "segmentation": ("losses/segmentation.py", [
+        "tests/losses/test_segmentation.py", "tests/losses/test_mutants_segmentation.py"]),
+    "metrics": ("tasks/metrics.py", [
+        "tests/tasks/test_metrics.py", "tests/tasks/test_metrics_mutants.py"]),
+    "program": ("tasks/program.py", ["tests/tasks/test_program.py"]),
+    "trainer": ("tasks/trainer.py", ["tests/tasks/test_evaluate.py", "tests/tasks/test_task.py"]),
+    "filters": ("search/filters.py", [
+        "tests/search/test_filters_fitness.py", "tests/search/test_mutants_filters.py"]),
+    "checkpoint": ("search/checkpoint.py", ["tests/search/test_storage.py"]),
+    "runstore": ("search/runstore.py", ["tests/search/test_storage.py"]),
+    "halloffame": ("search/halloffame.py", [
+        "tests/search/test_trees_and_strategies.py", "tests/search/test_mutants_halloffame.py"]),
+    "seeds": ("search/engine.py", ["tests/search/test_mutants_seeds.py"]),
+}
+# Only these functions of a module are mutated (mutmut's do_not_mutate works per file,
+# so the other functions' mutants are dropped from the count instead).
+ONLY_FUNCTIONS: dict[str, tuple[str, ...]] = {"seeds": ("derive_seeds",)}
+
+KILLED = {"killed", "timeout"}
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
+          37: "caught by type check", -11: "segfault", -9: "segfault", None: "not checked"}
+
+
+def equivalents() -> dict[str, str]:
+    """Mutant name -> reason, from the list next to this script (lines ``- `name`: reason``)."""
+    if not EQUIVALENTS.exists():
+        return {}
+    out = {}
+    for line in EQUIVALENTS.read_text().splitlines():
+        m = re.match(r"\s*[-*]\s*`([^`]+)`\s*[:\-\u2014]+\s*(.+)", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def stage(work: Path, source: str, tests: list[str]) -> None:
+    """A copy of the package laid out as lossforge/<part>/ plus the tests and a mutmut config."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".fuzz-canary*")
+    for part in PACKAGES:
+        shutil.copytree(ROOT / part, work / "lossforge" / part, ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    missing = [t for t in tests if not (ROOT / t.split("::")[0]).exists()]
+    tests = [t for t in tests if t not in missing]
+    if missing:
+        print(f"  (test files not present, skipped: {', '.join(missing)})")
+    toml_list = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
+    (work / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        f'source_paths = ["lossforge"]\n'
+        f"only_mutate = {toml_list(['lossforge/' + source])}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow", "-W", "ignore::DeprecationWarning"]\n'
+        "use_git_change_detection = false\n"
+        "track_dependencies = false\n"
+        "\n[tool.pytest.ini_options]\n"
+        'markers = ["slow: long end-to-end runs"]\n'
+    )
+
+
+def load_results(work: Path, source: str) -> dict[str, str]:
+    meta = work / "mutants" / "lossforge" / (source + ".meta")
+    if not meta.exists():
+        return {}
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return {name: STATUS.get(code, "suspicious") for name, code in codes.items()}
+
+
+def keep(name: str, module: str) -> bool:
+    only = ONLY_FUNCTIONS.get(module)
+    if not only:
+        return True
+    func = name.rsplit(".", 1)[-1].split("__mutmut_")[0]
+    return any(func.endswith("_" + f) or func.endswith("\u01c1" + f) for f in only)
+
+
+def run_module(module: str, workroot: Path, timeout: int, show: bool) -> dict:
+    source, tests = MODULES[module]
+    work = workroot / module
+    print(f"== {module}: {source}  tests: {' '.join(tests)}", flush=True)
+    stage(work, source, tests)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
+    names = ""
+    if module in ONLY_FUNCTIONS:
+        mod = "lossforge." + source[:-3].replace("/", ".")
+        names = " ".join(f"'{mod}.x_{f}__mutmut_*'" for f in ONLY_FUNCTIONS[module])
+    start = time.monotonic()
+    cmd = f"timeout {timeout} mutmut run --max-children 1 {names}"
+    proc = subprocess.run(cmd, shell=True, cwd=work, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    log = (proc.stdout or "") + (proc.stderr or "")
+    (work / "mutmut.log").write_text(log)
+    results = {k: v for k, v in load_results(work, source).items() if keep(k, module)}
+    if proc.returncode != 0 or not results:
+        tail = "\n".join(log.splitlines()[-15:])
+        print(f"  mutmut exited {proc.returncode} after {elapsed:.0f} s (124 = --timeout reached)\n{tail}")
+    eq = equivalents()
+    counts: dict[str, int] = {}
+    for status in results.values():
+        counts[status] = counts.get(status, 0) + 1
+    equiv = sorted(n for n, s in results.items() if n in eq and s not in KILLED)
+    killed = sum(1 for s in results.values() if s in KILLED)
+    checked = sum(1 for s in results.values() if s != "not checked")
+    denominator = checked - len(equiv) - counts.get("skipped", 0) - counts.get("caught by type check", 0)
+    score = 100.0 * killed / denominator if denominator else float("nan")
+    survivors = sorted(n for n, s in results.items() if s not in KILLED and n not in eq and s != "not checked")
+    summary = {"module": module, "source": source, "mutants": len(results), "checked": checked,
+               "killed": counts.get("killed", 0), "timeout": counts.get("timeout", 0),
+               "survived": counts.get("survived", 0), "no_tests": counts.get("no tests", 0),
+               "suspicious": counts.get("suspicious", 0) + counts.get("segfault", 0),
+               "equivalent": len(equiv), "score": round(score, 1), "seconds": round(elapsed),
+               "survivors": survivors}
+    print(f"  {checked}/{len(results)} checked in {elapsed:.0f} s: killed {summary['killed']}, "
+          f"timeout {summary['timeout']}, survived {summary['survived']}, no tests {summary['no_tests']}, "
+          f"suspicious {summary['suspicious']}, equivalent {len(equiv)}  ->  score {score:.1f} %", flush=True)
+    for name in survivors:
+        print(f"  survivor ({results[name]}): {name}")
+        if show:
+            diff = subprocess.run(["mutmut", "show", name], cwd=work, env=env, capture_output=True, text=True)
+            print("\n".join("      " + line for line in diff.stdout.splitlines()[1:]))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("modules", nargs="*", help=f"modules to mutate (default all): {', '.join(MODULES)}")
+    ap.add_argument("--list", action="store_true", help="list the modules and their test selections")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per module (default 900)")
+    ap.add_argument("--workdir", type=Path, help="staging folder (kept; default a temporary one, removed)")
+    ap.add_argument("--show", action="store_true", help="print the diff of every survivor")
+    ap.add_argument("--json", type=Path, help="also write the per-module summaries here")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, (source, tests) in MODULES.items():
+            print(f"{name:13s} {source:26s} {' '.join(tests)}")
+        return 0
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    if shutil.which("mutmut") is None:
+        ap.error("mutmut is not installed; pip install -e '.[mutation]'")
+    workroot = args.workdir or Path(tempfile.mkdtemp(prefix="lossforge-mutation-"))
+    summaries = []
+    try:
+        for module in args.modules or list(MODULES):
+            summaries.append(run_module(module, workroot, args.timeout, args.show))
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workroot, ignore_errors=True)
+    print("\nmodule         mutants  killed  timeout  survived  no-tests  equivalent  score")
+    for s in summaries:
+        print(f"{s['module']:13s} {s['mutants']:8d} {s['killed']:7d} {s['timeout']:8d} {s['survived']:9d} "
+              f"{s['no_tests']:9d} {s['equivalent']:11d}  {s['score']:5.1f} %")
+    if args.json:
+        args.json.write_text(json.dumps(summaries, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
