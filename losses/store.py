@@ -33,13 +33,16 @@ import contextlib
 import datetime as _dt
 import hashlib
 import os
-import secrets
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from filelock import FileLock
+
 from lossforge.primitives import Expr, GrammarError, as_expr, did_you_mean
+from lossforge.primitives.files import atomic_write_text
+from lossforge.primitives.version import lossforge_version
 
 from .errors import StoreError
 from .loss import Loss
@@ -238,56 +241,23 @@ def default_name(canonical: str, task_kind: str, length: int = 8) -> str:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """One writer per store directory at a time (the check and the write are one step)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock, the rename is still atomic
+    with FileLock(directory / ".lock"):
         yield
-        return
-    with open(directory / ".lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a fsynced temporary file and ``os.replace``:
-    afterwards the file is either the old one or the new one, never partial."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}")
+    """Write ``text`` to ``path`` atomically (afterwards the file is the old one or the new one,
+    never partial); a failure is a :class:`StoreError` and changes nothing."""
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OSError):
-            raise StoreError(f"could not write {path}: {exc.strerror or exc}; nothing was changed") from None
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}; nothing was changed") from None
 
 
 def _iso(timestamp: float | None) -> str:
     moment = _dt.datetime.fromtimestamp(timestamp, _dt.timezone.utc) if timestamp is not None else \
         _dt.datetime.now(_dt.timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lossforge")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def save(expr: Expr | str, *, task_kind: str, name: str | None = None, directory: str | os.PathLike | None = None,
@@ -337,7 +307,7 @@ def save(expr: Expr | str, *, task_kind: str, name: str | None = None, directory
         "space": space,
         "task_kinds": list(task_kinds),
         "created": _iso(created),
-        "lossforge_version": _version(),
+        "lossforge_version": lossforge_version(),
         "description": description,
         "params": dict(params),
         "provenance": dict(provenance or {}),

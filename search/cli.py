@@ -8,14 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import metadata
 
-
-def _version() -> str:
-    try:
-        return metadata.version("lossforge")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
+from lossforge.primitives.version import lossforge_version
 
 
 def _cmd_catalogue(args: argparse.Namespace) -> int:
@@ -174,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search for loss functions: a symbolic grammar explored by genetic programming and Optuna, "
                     "scored by training real models on several tasks, in parallel on Ray workers.",
     )
-    parser.add_argument("--version", action="version", version=f"lossforge {_version()}")
+    parser.add_argument("--version", action="version", version=f"lossforge {lossforge_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("search", help="run a loss search from a TOML config (or resume one)")

@@ -9,7 +9,6 @@ atomically after every generation), the run store ``runs.db`` (unless
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -22,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
+
+from lossforge.primitives.version import lossforge_version
 
 from .checkpoint import atomic_write_text, read_checkpoint, write_checkpoint
 from .config import SearchConfig
@@ -56,15 +58,6 @@ class SearchResult:
         return self.hall_of_fame[0] if self.hall_of_fame else None
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lossforge")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def derive_seeds(seed: int, n: int, salt: int) -> list[int]:
     """Seeds drawn once in the driver (never per worker)."""
     ss = np.random.SeedSequence([seed, salt])
@@ -74,20 +67,16 @@ def derive_seeds(seed: int, n: int, salt: int) -> list[int]:
 @contextlib.contextmanager
 def _run_lock(run_dir: Path):
     """One process per run directory (released by the OS if the process dies)."""
-    path = run_dir / ".lock"
-    fh = open(path, "w")
+    lock = FileLock(run_dir / ".lock", timeout=0)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
+        lock.acquire()
+    except Timeout:
         raise StorageError(f"run directory {run_dir} is in use by another lossforge process") from None
     try:
-        fh.write(str(os.getpid()))
-        fh.flush()
+        (run_dir / ".lock").write_text(str(os.getpid()))
         yield
     finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        lock.release()
 
 
 def _new_run_dir(config: SearchConfig) -> Path:
@@ -109,7 +98,7 @@ def run(config: SearchConfig, run_dir: str | Path | None = None, *, quiet: bool 
     meta = {
         "run_id": run_id,
         "created": time.time(),
-        "version": _version(),
+        "version": lossforge_version(),
         "store": config.store or default_store_url(run_dir),
         "config_digest": config.digest(),
         "eval_seeds": derive_seeds(config.seed, config.eval_seeds, 1),

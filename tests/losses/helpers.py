@@ -137,14 +137,26 @@ def balanced_labels(n: int, classes: int = EMB_CLASSES) -> torch.Tensor:
     return torch.arange(n) % classes
 
 
+class SmallFeatures(torch.nn.Module):
+    """A fixed small conv net (seeded) standing in for a user's pretrained one; runs in the input's dtype."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        g = generator(0)
+        self.w1 = torch.nn.Parameter(torch.randn(4, channels, 3, 3, generator=g, dtype=torch.float64) / 3,
+                                     requires_grad=False)
+        self.w2 = torch.nn.Parameter(torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64) / 6,
+                                     requires_grad=False)
+
+    def layer1(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(F.conv2d(x, self.w1.to(x.dtype), padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.layer1(x), self.w2.to(x.dtype), padding=1)
+
+
 def feature_extractor(channels: int = IMAGE_SHAPE[0]) -> torch.nn.Module:
-    """A fixed small conv net (seeded, float64) standing in for a user's pretrained one."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(channels, 4, 3, padding=1), torch.nn.Tanh(),
-                              torch.nn.Conv2d(4, 3, 3, padding=1)).to(torch.float64)
-    torch.random.set_rng_state(gen_state)
-    return net.requires_grad_(False)
+    return SmallFeatures(channels)
 
 
 def convention_batch(loss: Loss, g: torch.Generator, n: int, dtype) -> Batch:
