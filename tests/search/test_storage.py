@@ -300,7 +300,7 @@ def test_a_checkpoint_write_that_fails_keeps_the_old_one_and_leaves_no_temporary
                                                                                     monkeypatch):
     """The real writer, made to fail where a full disk or a dying process makes it
     fail: while keeping the previous checkpoint, or while writing the new one."""
-    from lossforge.search import checkpoint
+    from lossforge.primitives import files  # the atomic writer behind write_checkpoint
 
     path = tmp_path / "checkpoint.json"
     write_checkpoint(path, {"next_generation": 1})
@@ -341,9 +341,9 @@ def test_a_checkpoint_write_that_fails_keeps_the_old_one_and_leaves_no_temporary
             full_disk()
         return real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint, "open", fake_open, raising=False)
-    monkeypatch.setattr(checkpoint.os, "replace", fake_replace)
-    monkeypatch.setattr(checkpoint.os, "fsync", fake_fsync)
+    monkeypatch.setattr(files, "open", fake_open, raising=False)
+    monkeypatch.setattr(files.os, "replace", fake_replace)
+    monkeypatch.setattr(files.os, "fsync", fake_fsync)
     with pytest.raises(OSError, match="No space left"):
         write_checkpoint(path, {"next_generation": 3})
     monkeypatch.undo()
