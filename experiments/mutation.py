@@ -97,16 +97,24 @@ def equivalents() -> dict[str, str]:
     return out
 
 
-def stage(work: Path, source: str, tests: list[str]) -> None:
-    """A copy of the package laid out as lossforge/<part>/ plus the tests and a mutmut config."""
+def stage(work: Path, source: str, tests: list[str], tests_from: str | None = None) -> None:
+    """A copy of the package laid out as lossforge/<part>/ plus the tests and a mutmut config.
+
+    ``tests_from``: take tests/ from that git revision instead of the working tree
+    (the sources are always the working tree's), e.g. to measure a score before
+    tests were added."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".fuzz-canary*")
     for part in PACKAGES:
         shutil.copytree(ROOT / part, work / "lossforge" / part, ignore=ignore)
-    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
-    missing = [t for t in tests if not (ROOT / t.split("::")[0]).exists()]
+    if tests_from:
+        archive = subprocess.run(["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(work)], input=archive.stdout, check=True)
+    else:
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    missing = [t for t in tests if not (work / t.split("::")[0]).exists()]
     tests = [t for t in tests if t not in missing]
     if missing:
         print(f"  (test files not present, skipped: {', '.join(missing)})")
@@ -140,11 +148,11 @@ def keep(name: str, module: str) -> bool:
     return any(func.endswith("_" + f) or func.endswith("\u01c1" + f) for f in only)
 
 
-def run_module(module: str, workroot: Path, timeout: int, show: bool) -> dict:
+def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from: str | None = None) -> dict:
     source, tests = MODULES[module]
     work = workroot / module
     print(f"== {module}: {source}  tests: {' '.join(tests)}", flush=True)
-    stage(work, source, tests)
+    stage(work, source, tests, tests_from)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     env.pop("PYTHONPATH", None)
     names = ""
@@ -197,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, help="staging folder (kept; default a temporary one, removed)")
     ap.add_argument("--show", action="store_true", help="print the diff of every survivor")
     ap.add_argument("--json", type=Path, help="also write the per-module summaries here")
+    ap.add_argument("--tests-from", metavar="REV", help="run the tests of this git revision (e.g. to measure "
+                                                        "the score before tests were added)")
     args = ap.parse_args(argv)
     if args.list:
         for name, (source, tests) in MODULES.items():
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     try:
         for module in args.modules or list(MODULES):
-            summaries.append(run_module(module, workroot, args.timeout, args.show))
+            summaries.append(run_module(module, workroot, args.timeout, args.show, args.tests_from))
     finally:
         if args.workdir is None:
             shutil.rmtree(workroot, ignore_errors=True)

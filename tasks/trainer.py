@@ -31,6 +31,7 @@ import torch
 from lossforge.losses.spaces import decisions, predictions, space_of
 
 from .candidates import Candidate
+from .errors import TaskError
 from .data import _EVAL_SAMPLES
 from .stacked import make_population
 from .program import PopulationProgram, with_derivatives
@@ -49,7 +50,13 @@ def resolve_device(device=None) -> torch.device:
     """``device`` as given, else ``cuda`` when available, else ``cpu``."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TaskError(f"device {device!r} is not a device; use 'cpu', 'cuda', 'cuda:N' or a torch.device") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TaskError(f"device {device!r}: CUDA is not available on this machine; use 'cpu' or leave device unset")
+    return dev
 
 
 def batch_schedule(n: int, batch: int, steps: int, seed: int) -> np.ndarray:

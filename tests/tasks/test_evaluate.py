@@ -179,8 +179,23 @@ def test_test_and_train_splits_are_scored():
 
 
 def test_device_argument_is_honoured():
-    (res,) = get("wine").evaluate([CE], steps=5, device="cpu")
-    assert res.ok
+    task = get("wine")
+    (cpu,) = task.evaluate([CE], steps=2, device="cpu")
+    assert cpu.ok
+    # Meta tensors have shapes but no values: a model really trained there cannot be
+    # scored, so an ignored device argument (training on the default device) would be ok.
+    (meta,) = task.evaluate([CE], steps=2, device=torch.device("meta"))
+    assert meta.status == "error" and "meta tensors" in meta.error, meta
+    with pytest.raises(TaskError, match="device 'gpu0' is not a device; use 'cpu', 'cuda'"):
+        task.evaluate([CE], steps=2, device="gpu0")
+    with pytest.raises(TaskError, match="is not a device"):
+        task.evaluate([CE], steps=2, device=3.5)
+    if not torch.cuda.is_available():
+        with pytest.raises(TaskError, match="CUDA is not available on this machine"):
+            task.evaluate([CE], steps=2, device="cuda")
+    else:
+        (gpu,) = task.evaluate([CE], steps=2, device="cuda")
+        assert gpu.ok and gpu.metric == pytest.approx(cpu.metric, abs=0.05)
 
 
 @pytest.mark.parametrize("name", names())

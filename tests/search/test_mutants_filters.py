@@ -1,0 +1,138 @@
+"""Candidate filters: every rejection reason with its message, the non-finite
+gradient check, the dedup switches and caches, and the direct check pinned on
+its first steps (so the optimiser it writes out is the one documented)."""
+import pytest
+import torch
+
+from lossforge.primitives import parse
+from lossforge.search.filters import (REASONS, CandidateFilter, Verdict, _non_finite, count_reasons,
+                                      direct_optimisation_fails)
+
+
+@pytest.mark.parametrize("kinds, text, status, detail", [
+    # value finite in float32 (3.09e38 < 3.4e38) but dL/dp = 6 * 3.09e38 / p overflows
+    ({"multiclass"}, "-y*log(p) + (2.6*1e6*p)**6", "non_finite",
+     "non-finite gradient on the probability domain (float32)"),
+    ({"binary"}, "-y*log(p) + (2.6*1e6*p)**6", "non_finite", "non-finite gradient on the probability domain (float32)"),
+    ({"regression"}, "(p-y)**2 + (1e6*p)**6", "non_finite", "non-finite value on the real domain (float32)"),
+    ({"multiclass"}, "c0*(p-y)**2", "invalid", "unbound constants c0"),
+    ({"multiclass"}, "max(p, 2) * y", "constant", "zero gradient everywhere on the probability domain"),
+    ({"multiclass"}, "y + 1", "constant", "does not depend on the prediction p"),
+    ({"multiclass"}, "p + 2", "no_target", "does not depend on the target y"),
+    ({"binary"}, "y*p", "wrong_gradient", "dL/dp is not lower for the true class than for the others"),
+    ({"regression"}, "-(p-y)**2", "wrong_gradient", "dL/dp does not point away from the target"),
+    ({"regression"}, "-y*p", "direct_check",
+     "its minimum over the prediction lies at the edge of [-6, 6] (unbounded below or flat on one side)"),
+    ({"regression"}, "(p-2*y)**2", "direct_check",
+     "its minimisers over the prediction miss the targets (MSE 1.5 vs 1.5 at p = 0)"),
+    ({"regression"}, "(p-y)**2*1e6*1e6", "ok", ""),
+    ({"regression"}, "(p-y)**2 + p", "ok", ""),
+    ({"segmentation"}, "-y*log(p)", "ok", ""),
+    ({"multiclass", "regression"}, "(p-y)**2", "ok", ""),
+    ({"multiclass", "regression"}, "-y*log(p)", "wrong_gradient", "dL/dp does not point away from the target"),
+])
+def test_verdicts_and_their_messages(kinds, text, status, detail):
+    v = CandidateFilter(kinds).check(parse(text), {})
+    assert (v.status, v.detail, v.duplicate_of) == (status, detail, None)
+
+
+def test_spaces_follow_the_kinds():
+    assert CandidateFilter({"segmentation"}).spaces == ["probability"]
+    assert CandidateFilter({"binary", "multiclass"}).spaces == ["probability"]
+    assert CandidateFilter({"regression", "multiclass"}).spaces == ["probability", "real"]
+    assert CandidateFilter({"regression"}).spaces == ["real"]
+
+
+def test_none_is_invalid_and_seen_is_optional():
+    f = CandidateFilter({"multiclass"})
+    assert f.check(None) == Verdict("invalid", "not a valid expression")
+    assert f.check(parse("-y*log(p)")) == Verdict("ok")
+    assert f.check(parse("-y*log(p)"), {"other": "other"}) == Verdict("ok")
+
+
+def test_switches_turn_the_dedup_and_the_direct_check_off():
+    f = CandidateFilter({"multiclass"}, fingerprint_dedup=False)
+    assert f.check(parse("-y*log(p)"), {}).status == "ok"
+    assert f.check(parse("-y*log(p**2)/2"), {}).status == "ok"
+    assert f.fingerprints == {}
+    assert CandidateFilter({"regression"}, direct_check=False).check(parse("-y*p"), {}).status == "ok"
+    # the steps reach the direct check: one Adam step is not enough for cross-entropy
+    assert CandidateFilter({"multiclass"}, direct_check_steps=1).check(parse("-y*log(p)"), {}).status == "direct_check"
+
+
+def test_fingerprint_cache_keeps_the_first_and_spans_spaces():
+    f = CandidateFilter({"multiclass", "regression"})
+    assert f.check(parse("(p-y)**2"), {}).status == "ok"
+    (key,) = f.fingerprints
+    assert key.count("|") == 1 and f.fingerprints[key] == parse("(p-y)**2").canonical
+    v = f.check(parse("(y-p)**2"), {})  # the same canonical form is not its own duplicate
+    assert v.status == "ok"
+    assert f.state() == {"fingerprints": f.fingerprints} and f.state()["fingerprints"] is not f.fingerprints
+    g = CandidateFilter({"multiclass", "regression"})
+    g.load_state({})
+    assert g.fingerprints == {}
+
+
+def test_verdict_cache_is_shared_by_viable_and_check(monkeypatch):
+    f = CandidateFilter({"multiclass"})
+    calls = []
+    real = f._reject
+    monkeypatch.setattr(f, "_reject", lambda e: calls.append(e.canonical) or real(e))
+    assert f.viable(parse("-y*log(p)")) is True
+    assert f.viable(parse("y*p")) is False
+    assert f.check(parse("-log(p)*y"), {}).status == "ok"
+    assert f.check(parse("y*p"), {}).status == "wrong_gradient"
+    assert calls == [parse("-y*log(p)").canonical, parse("y*p").canonical]
+
+
+def test_non_finite_check_grids_and_a_program_that_raises():
+    def boom(p, y):
+        raise RuntimeError("boom")
+
+    assert _non_finite(boom, "probability") == "raises on the probability domain: boom"
+    assert _non_finite(lambda p, y: (p - y) ** 2, "real") == ""
+
+    def inf_where(mask):
+        return lambda p, y: (p - y) ** 2 + torch.where(mask(p, y), torch.tensor(float("inf")), torch.tensor(0.0))
+
+    bad_value = "non-finite value on the {} domain (float32)"
+    # probability grid: sigmoid of 65 points from -16 to 16 (0.5 apart, so p = 0.5 is on it), y in {0, 1}
+    assert _non_finite(inf_where(lambda p, y: p < 1.2e-7), "probability") == bad_value.format("probability")
+    assert _non_finite(inf_where(lambda p, y: p < 1.1e-7), "probability") == ""
+    assert _non_finite(inf_where(lambda p, y: p == 0.5), "probability") == bad_value.format("probability")
+    assert _non_finite(inf_where(lambda p, y: (y == 1) & (p < 1.2e-7)), "probability") == \
+        bad_value.format("probability")
+    # real grid: 41 points from -20 to 20 for p, every 4th of them (-20, -16, ..., 20) for y
+    assert _non_finite(inf_where(lambda p, y: p.abs() > 19.5), "real") == bad_value.format("real")
+    assert _non_finite(inf_where(lambda p, y: p.abs() > 20.5), "real") == ""
+    assert _non_finite(inf_where(lambda p, y: (y == -16) & (p == 19)), "real") == bad_value.format("real")
+    assert _non_finite(inf_where(lambda p, y: (y == -15) | (y == 1)), "real") == ""
+    assert _non_finite(lambda p, y: p.detach() * y, "real").startswith("raises on the real domain: ")
+
+
+def test_direct_check_is_pinned_on_its_first_steps():
+    ce = parse("-y*log(p)").compile()
+    assert direct_optimisation_fails(ce, "multiclass", 1) == \
+        "minimising it over free predictions reached accuracy 0.39 (from 0.20)"
+    assert direct_optimisation_fails(ce, "multiclass", 3) == \
+        "minimising it over free predictions reached accuracy 0.72 (from 0.20)"
+    assert direct_optimisation_fails(ce, "multiclass", 10) == ""
+    assert direct_optimisation_fails(ce, "binary", 1) == \
+        "minimising it over free predictions reached accuracy 0.59 (from 0.47)"
+    assert direct_optimisation_fails(ce, "binary", 3) == ""
+    assert direct_optimisation_fails(ce, "segmentation", 3) == ""
+    bad = parse("y*p").compile()
+    assert direct_optimisation_fails(bad, "multiclass", 3) == \
+        "minimising it over free predictions reached accuracy 0.01 (from 0.20)"
+    assert direct_optimisation_fails(bad, "binary") == \
+        "minimising it over free predictions reached accuracy 0.00 (from 0.47)"
+    assert direct_optimisation_fails(parse("(p-y)**2 + (1e6*p)**6").compile(), "regression") == \
+        "non-finite on the regression grid"
+    assert direct_optimisation_fails(parse("(p-y)**2").compile(), "regression") == ""
+
+
+def test_count_reasons_lists_every_reason_in_order():
+    counts = count_reasons([Verdict("ok"), Verdict("duplicate"), Verdict("duplicate"), Verdict("non_finite")])
+    assert list(counts) == list(REASONS)
+    assert counts == {"invalid": 0, "duplicate": 2, "fingerprint_duplicate": 0, "constant": 0, "no_target": 0,
+                      "non_finite": 1, "wrong_gradient": 0, "direct_check": 0}
