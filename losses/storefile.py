@@ -36,6 +36,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+import tomli_w
+
 from lossforge.primitives import CompileError, Expr, GrammarError, LossforgeError, parse
 from lossforge.primitives.symbols import TUNABLE
 
@@ -77,62 +79,28 @@ def module_kind(task_kinds: list[str] | tuple[str, ...]) -> str:
 
 
 # ----------------------------------------------------------------------------- writing
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:  # a lone surrogate cannot be written as UTF-8
-            out.append("\\ufffd")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
+def _toml_ready(value: Any) -> Any:
+    """``value`` as tomli-w writes it: ``None`` left out (TOML has no null) and a lone
+    surrogate, which cannot be written as UTF-8, replaced by U+FFFD."""
+    if isinstance(value, Mapping):
+        return {_LONE_SURROGATE.sub("\ufffd", str(k)): _toml_ready(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+        return [_toml_ready(v) for v in value if v is not None]
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, (bool, int, float)):
+        return value
     raise StoreError(f"cannot write a {type(value).__name__} ({value!r}) to a loss file")
 
 
 def to_toml(record: Mapping[str, Any], header: str = "") -> str:
-    """TOML text of a record: scalars and arrays first, then tables (nested ones as [a.b]).
+    """TOML text of a record (written by tomli-w), after a ``#`` comment block of ``header``.
     ``None`` values are left out (TOML has no null)."""
-    lines = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
-
-    def table(prefix: list[str], data: Mapping[str, Any]) -> None:
-        scalars = [(k, v) for k, v in data.items() if v is not None and not isinstance(v, Mapping)]
-        tables = [(k, v) for k, v in data.items() if isinstance(v, Mapping)]
-        if prefix and scalars:  # a table holding only sub-tables needs no header of its own
-            lines.append("")
-            lines.append("[" + ".".join(_toml_key(p) for p in prefix) + "]")
-        for k, v in scalars:
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in tables:
-            table(prefix + [k], v)
-
-    table([], record)
-    return "\n".join(lines) + "\n"
+    lines = [f"# {line}".rstrip() + "\n" for line in header.splitlines()] if header else []
+    return "".join(lines) + tomli_w.dumps(_toml_ready(record))
 
 
 # ----------------------------------------------------------------------------- reading
