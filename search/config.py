@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from lossforge.primitives import did_you_mean
 
 from .errors import ConfigError
@@ -246,12 +248,7 @@ class SearchConfig:
         return d
 
     def to_toml(self) -> str:
-        lines = []
-        for key, value in self.to_dict().items():
-            if value is None:
-                continue
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
+        return tomli_w.dumps({key: value for key, value in self.to_dict().items() if value is not None})
 
     def replace(self, **changes: Any) -> "SearchConfig":
         return dataclasses.replace(self, **changes)
@@ -284,15 +281,3 @@ def _type_ok(value: Any, hint: str) -> bool:
         return (isinstance(value, (list, tuple)) and len(value) == 2
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
     return True
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
