@@ -9,9 +9,9 @@ from .loss import Loss
 @lru_cache(maxsize=1)
 def reference_losses() -> tuple[Loss, ...]:
     """All reference entries, in catalogue order (built once, on first use)."""
-    from . import (binary, boxes, classification, embedding, generative, glo, image, noisy_labels, probabilistic,
-                   regression, robust, segmentation)
+    from . import (binary, boxes, class_parameter_losses, classification, classification_extra, embedding,
+                   generative, glo, image, noisy_labels, probabilistic, regression, robust, segmentation)
 
-    modules = (regression, robust, probabilistic, binary, classification, noisy_labels, glo, segmentation, boxes,
-               embedding, image, generative)
+    modules = (regression, robust, probabilistic, binary, classification, noisy_labels, glo, segmentation,
+               classification_extra, boxes, embedding, class_parameter_losses, image, generative)
     return tuple(entry for module in modules for entry in module.ENTRIES)
