@@ -214,6 +214,9 @@ def record_to_loss(record: Mapping[str, Any], path: Path) -> Loss:
         if not isinstance(entry, dict):
             raise StoreError(f"{path}: scores.{task} must be a table (metric, mean, seeds, ...), got "
                              f"{type(entry).__name__}")
+    confirmation = _field(record, "confirmation", dict, path, required=False)
+    if confirmation is not None:
+        provenance["confirmation"] = confirmation   # seeds, baseline, per task mean/baseline_mean/delta/p_value
     params = _params(record, path)
 
     try:

@@ -148,6 +148,17 @@ def to_text(expr: sympy.Expr) -> str:
     return sympy.sstr(expr, full_prec=False)
 
 
+# ------------------------------------------------------------------ structure
+def split_product(e: sympy.Expr) -> tuple[sympy.Expr, list[sympy.Expr], list[sympy.Expr]]:
+    """A product as (numeric coefficient, numerator factors, denominator factors), the way
+    the compiler, the complexity measure and the GP encoding all read it: ``-2*a/b**2`` is
+    ``(-2, [a], [b**2])`` (a factor with a negative numeric exponent is a denominator)."""
+    coeff, factors = e.as_coeff_mul()
+    num = [f for f in factors if not (f.is_Pow and f.exp.is_number and f.exp < 0)]
+    den = [1 / f for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0]
+    return coeff, num, den
+
+
 # ------------------------------------------------------------------ complexity
 def complexity(expr: sympy.Expr) -> int:
     """Sum of the table's per-operator costs plus one per leaf."""
@@ -159,9 +170,7 @@ def complexity(expr: sympy.Expr) -> int:
         if e.is_Add:
             return cost["add"] * (len(e.args) - 1) + sum(walk(a) for a in e.args)
         if e.is_Mul:
-            coeff, factors = e.as_coeff_mul()
-            num = [f for f in factors if not (f.is_Pow and f.exp.is_number and f.exp < 0)]
-            den = [1 / f for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0]
+            coeff, num, den = split_product(e)
             total = sum(walk(f) for f in num + den)
             n_num = len(num)
             if coeff == -1:

@@ -16,6 +16,7 @@ import torch
 
 from .errors import CompileError
 from .symbols import TERMINALS, TUNABLE
+from .canonical import split_product
 from .table import get_primitive, row_for_head
 
 _P, _Y = TERMINALS["p"], TERMINALS["y"]
@@ -139,9 +140,7 @@ class _Lowering:
         return slot
 
     def lower_mul(self, e: sympy.Expr) -> int:
-        coeff, factors = e.as_coeff_mul()
-        num = [f for f in factors if not (f.is_Pow and f.exp.is_number and f.exp < 0)]
-        den = [1 / f for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0]
+        coeff, num, den = split_product(e)
         num_slots = [self.lower(f) for f in num]
         if coeff == -1 and num_slots and not den:
             inner = num_slots[0] if len(num_slots) == 1 else self.emit("mul", num_slots)

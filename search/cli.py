@@ -15,7 +15,7 @@ from lossforge.primitives.version import lossforge_version
 def _cmd_catalogue(args: argparse.Namespace) -> int:
     from lossforge.losses import catalogue_table
 
-    print(catalogue_table(kind=args.kind, family=args.family))
+    print(catalogue_table(kind=args.kind, family=args.family, convention=args.convention))
     return 0
 
 

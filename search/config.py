@@ -22,12 +22,14 @@ from lossforge.primitives import did_you_mean
 
 from .errors import ConfigError
 
-STRATEGIES = ("gp", "random", "family")
-SELECTIONS = ("tournament", "nsga2")
+STRATEGIES = ("gp", "aging", "random", "family")
+SELECTIONS = ("tournament", "nsga2", "lexicase")
+CONFIRM_RULES = ("aggregate", "significant")
 AGGREGATES = ("mean", "median", "min")
 SAMPLERS = ("tpe", "cmaes", "random")
 FAMILIES = ("taylor", "poly", "focal")
-SECTIONS = ("search", "gp", "evaluation", "fidelity", "fitness", "filters", "optuna", "ray", "store")
+SECTIONS = ("search", "gp", "evaluation", "fidelity", "fitness", "filters", "optuna", "ray", "store", "aging",
+            "confirmation")
 
 
 @dataclass
@@ -59,6 +61,8 @@ class SearchConfig:
     seed_losses: list[str] = field(default_factory=list)
     primitives: list[str] | None = None
     hall_of_fame: int = 10
+    # -- aging evolution: the living population (None: 4 x population); tournaments of tournament_size
+    aging_population: int | None = None
     # -- evaluation
     steps: int | None = None
     eval_seeds: int = 1
@@ -87,6 +91,11 @@ class SearchConfig:
     sampler: str = "tpe"
     family: str = "taylor"
     family_params: int | None = None
+    # -- confirmation: the top hall-of-fame entries re-trained on fresh seeds next to the baseline
+    confirm_top: int = 5
+    confirm_seeds: int = 5
+    confirm_alpha: float = 0.05
+    confirm_rule: str = "aggregate"   # or "significant": also better on one task at p < alpha
     # -- storage
     store: str | None = None
     save_best: int = 1
@@ -113,16 +122,17 @@ class SearchConfig:
         self._choice("selection", SELECTIONS)
         self._choice("aggregate", AGGREGATES)
         self._choice("sampler", SAMPLERS)
+        self._choice("confirm_rule", CONFIRM_RULES)
         self._choice("family", FAMILIES)
         self._choice("evaluator", ("ray", "local"))
         self._choice("split", ("val", "test"))
         for name in ("generations", "population", "tournament_size", "max_height", "max_size", "eval_seeds",
                      "chunk_size", "tune_trials", "hall_of_fame", "direct_check_steps"):
             self._positive(name)
-        for name in ("elitism", "max_retries", "tune_top", "seed", "save_best"):
+        for name in ("elitism", "max_retries", "tune_top", "seed", "save_best", "confirm_top"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} = {getattr(self, name)} must not be negative")
-        for name in ("steps", "short_steps", "workers", "family_params"):
+        for name in ("steps", "short_steps", "workers", "family_params", "aging_population"):
             if getattr(self, name) is not None:
                 self._positive(name)
         for name in ("crossover_prob", "mutation_prob"):
@@ -132,6 +142,14 @@ class SearchConfig:
         if self.crossover_prob + self.mutation_prob > 1.0 + 1e-9:
             raise ConfigError(f"crossover_prob + mutation_prob = {self.crossover_prob + self.mutation_prob:g} "
                               "exceeds 1; lower one of them")
+        if self.confirm_top and self.confirm_seeds < 2:
+            raise ConfigError(f"confirm_seeds = {self.confirm_seeds}: a paired test needs at least 2 seeds; raise "
+                              "it or set confirm_top = 0 (then nothing is confirmed, so nothing is saved)")
+        if not 0.0 < self.confirm_alpha < 1.0:
+            raise ConfigError(f"confirm_alpha = {self.confirm_alpha} must be in (0, 1), e.g. 0.05")
+        if self.aging_population is not None and self.aging_population < self.tournament_size:
+            raise ConfigError(f"aging_population = {self.aging_population} is below tournament_size = "
+                              f"{self.tournament_size}; raise it")
         if not 0.0 < self.promote_fraction <= 1.0:
             raise ConfigError(f"promote_fraction = {self.promote_fraction} must be in (0, 1]")
         if self.elitism >= self.population:

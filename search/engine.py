@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import secrets
 import statistics
@@ -110,7 +109,7 @@ def run(config: SearchConfig, run_dir: str | Path | None = None, *, quiet: bool 
 
 
 def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = None, evaluator=None,
-           **overrides: Any) -> SearchResult:
+           tasks=None, **overrides: Any) -> SearchResult:
     """Continue a run from its last checkpoint; the results equal an uninterrupted run's.
 
     ``overrides`` may change only where the work runs (workers, evaluator, address).
@@ -126,7 +125,7 @@ def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = 
     if missing:
         raise StorageError(f"{run_dir / RUN_FILE} is not a lossforge run record (missing {', '.join(missing)}); "
                            "restore it from a backup or start a new run")
-    config = SearchConfig.from_toml(run_dir / CONFIG_FILE)
+    config = read_run_config(run_dir, meta, tasks)
     allowed = {"workers", "evaluator", "address", "time_limit", "max_retries"}
     bad = set(overrides) - allowed
     if bad:
@@ -135,13 +134,33 @@ def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = 
     if config.digest() != meta["config_digest"]:
         raise StorageError(f"{run_dir / CONFIG_FILE} was edited since the run started (its settings no longer match "
                            "the run); restore it or start a new run")
-    if config.store is None:  # the run's own runs.db, wherever the directory now is (copied or moved)
-        meta["store"] = default_store_url(run_dir)
     _check_resumable(run_dir, meta, config)
     return _execute(config, run_dir, meta, quiet=quiet, progress=progress, evaluator=evaluator)
 
 
 _META_KEYS = {"run_id", "version", "store", "config_digest", "eval_seeds", "strategy_seed"}
+
+
+def read_run_config(run_dir: str | Path, meta: dict | None = None, tasks=None) -> SearchConfig:
+    """A run's config with its tasks rebuilt from the run's records (and checked against their
+    fingerprints); ``tasks`` gives Task objects the run was given in Python."""
+    run_dir = Path(run_dir)
+    if meta is None:
+        try:
+            meta = json.loads((run_dir / RUN_FILE).read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StorageError(f"{run_dir / RUN_FILE} cannot be read ({exc}); check the run directory") from None
+    given = {t.name: t for t in (tasks or [])}
+    records = meta.get("tasks") if isinstance(meta, dict) else None
+    if not records:  # a run written before task records: built-in tasks only
+        return SearchConfig.from_toml(run_dir / CONFIG_FILE, tasks=given or None)
+    rebuilt = {}
+    for rec in records:
+        task = rebuild_task(rec, given)
+        rebuilt[rec["name"]] = task
+        if rec.get("reference"):
+            rebuilt[rec["reference"]] = task
+    return SearchConfig.from_toml(run_dir / CONFIG_FILE, tasks=rebuilt)
 
 
 def _check_resumable(run_dir: Path, meta: dict, config: SearchConfig) -> None:
@@ -172,20 +191,26 @@ def _check_resumable(run_dir: Path, meta: dict, config: SearchConfig) -> None:
 
 def _execute(config: SearchConfig, run_dir: Path, meta: dict, *, quiet: bool, progress: bool | None,
              evaluator) -> SearchResult:
-    from lossforge.tasks import get as get_task
-
     t_start = time.perf_counter()
     with _run_lock(run_dir):
+        # the run's own runs.db is the one in run_dir, wherever the directory now is (copied or moved)
+        meta = dict(meta, store=run_store_url(run_dir, meta["store"], config.store))
         store = RunStore(meta["store"])
         store.open_run(meta["run_id"], config.name, config.to_dict(), meta["config_digest"], meta["version"])
-        tasks = {name: get_task(name) for name in config.tasks}
+        tasks = resolve_tasks(config)
         own_evaluator = evaluator is None
         if evaluator is None:
             evaluator = make_evaluator(config.evaluator, tasks, workers=config.workers, address=config.address,
                                        cpus_per_eval=config.cpus_per_eval, gpus_per_eval=config.gpus_per_eval,
-                                       time_limit=config.time_limit, max_retries=config.max_retries)
+                                       time_limit=config.time_limit, max_retries=config.max_retries,
+                                       py_modules=shipped_modules(tasks.values()))
         try:
             return _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_start)
+        except InfraError as exc:  # a clean stop: the last checkpoint is intact and resumable
+            store.set_status(meta["run_id"], "stopped")
+            raise InfraError(f"{exc}. The run stopped; its checkpoint is intact: continue it with `lossforge search "
+                             f"--resume {run_dir}` once the cluster is healthy (those evaluations are re-run)",
+                             exc.generation, exc.lost) from None
         except BaseException:
             store.set_status(meta["run_id"], "interrupted")
             raise

@@ -18,7 +18,7 @@ import optuna
 from lossforge.primitives import Expr, GrammarError, parse
 
 from .optuna_util import completed, make_sampler, open_study, take_running, tell_fitness
-from .strategies import Proposal
+from .strategy import Proposal, Strategy
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,11 @@ def family(name: str, n_params: int | None = None) -> Family:
     raise GrammarError(f"unknown family '{name}'; use taylor, poly or focal")
 
 
-class FamilyStrategy:
+class FamilyStrategy(Strategy):
     """Optuna proposes a generation of parameter vectors; ask/tell like GP."""
 
     name = "family"
+    tunable = False   # its candidates are Optuna's proposals already
 
     def __init__(self, config, seed: int, run_id: str = "run", storage_url: str | None = None):
         self.config = config
@@ -93,7 +94,7 @@ class FamilyStrategy:
             out.append(Proposal(None, expr, f"family:{self.family.name}"))
         return out
 
-    def tell(self, fitnesses) -> None:
+    def tell(self, fitnesses, cases=None) -> None:
         for trial, (fit, _complexity) in zip(self._trials, fitnesses):
             tell_fitness(self.study, trial, fit)
         self._trials = []

@@ -17,6 +17,7 @@ class Entry:
     scores: dict[str, float | None] = field(default_factory=dict)   # per-task metric (mean over seeds)
     generation: int = 0
     origin: str = ""
+    confirmation: dict | None = None   # the verdict of search.confirm (None: not confirmed yet)
 
     @property
     def expression(self) -> Expr:
@@ -54,12 +55,23 @@ class HallOfFame:
         rows = self.entries if which == "entries" else self.front
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["rank", "expr", "complexity", "fitness", *tasks, "generation", "origin", "canonical"])
+        w.writerow(["rank", "expr", "complexity", "fitness", *tasks, "generation", "origin", "canonical",
+                    "confirmed", "confirmed_fitness", *[f"confirmed_{t}" for t in tasks],
+                    *[f"p_{t}" for t in tasks]])
         for i, e in enumerate(rows, 1):
+            conf = e.confirmation or {}
+            per = conf.get("tasks", {})
             w.writerow([i, e.expr, e.complexity, f"{e.fitness:.6f}",
                         *[("" if e.scores.get(t) is None else f"{e.scores[t]:.6f}") for t in tasks],
-                        e.generation, e.origin, e.canonical])
+                        e.generation, e.origin, e.canonical,
+                        "" if not conf else ("yes" if conf["confirmed"] else "no"),
+                        _num(conf.get("fitness")), *[_num(per.get(t, {}).get("mean")) for t in tasks],
+                        *[_num(per.get(t, {}).get("p_value"), "{:.4g}") for t in tasks]])
         return buf.getvalue()
+
+
+def _num(value, fmt: str = "{:.6f}") -> str:
+    return "" if value is None else fmt.format(value)
 
 
 def pareto_front(entries: list[Entry]) -> list[Entry]:

@@ -33,6 +33,7 @@ class Scored:
     fidelity: int = 0                  # 0: not trained, 1: short budget, 2: full budget
     metrics: dict[str, float | None] = field(default_factory=dict)
     detail: str = ""
+    cases: dict[str, float] = field(default_factory=dict)  # "task@seed" -> score on that case (lexicase)
 
     @property
     def complexity(self) -> int:
@@ -142,12 +143,22 @@ class Scorer:
                   for t, m in metrics.items()}
         return aggregate(scores, self.config.aggregate)
 
-    def _stage(self, items, steps_by_task, generation) -> dict[str, tuple[float, dict]]:
+    def _cases(self, canon: str, results: dict, steps_by_task: dict) -> dict[str, float]:
+        """Score per case (task, evaluation seed) against the task's baseline at that budget."""
+        out = {}
+        for t, steps in steps_by_task.items():
+            for s in self.seeds:
+                row = results[t].get((canon, t, s, steps))
+                out[f"{t}@{s}"] = task_score(row["metric"] if row else None, self.baselines[(t, steps)],
+                                             self.tasks[t].direction)
+        return out
+
+    def _stage(self, items, steps_by_task, generation) -> dict[str, tuple[float, dict, dict]]:
         results = {t: self._evaluate(items, t, steps_by_task[t], generation) for t in self.tasks}
         out = {}
         for canon, _ in items:
             metrics = self._metrics(canon, results, steps_by_task)
-            out[canon] = (self._fitness(metrics, steps_by_task), metrics)
+            out[canon] = (self._fitness(metrics, steps_by_task), metrics, self._cases(canon, results, steps_by_task))
         return out
 
     # ------------------------------------------------------------ a generation
@@ -166,12 +177,12 @@ class Scorer:
         reps = {v.duplicate_of for v in verdicts if v.status == "fingerprint_duplicate"}
         extra = [(c, c) for c in sorted(reps - set(seen))]
 
-        results: dict[str, tuple[float, dict, int]] = {}
+        results: dict[str, tuple[float, dict, int, dict]] = {}
         promoted = unique + extra
         if self.short_steps:
             short = self._stage(unique + extra, self.short_steps, generation)
-            for canon, (fit, metrics) in short.items():
-                results[canon] = (fit, metrics, 1)
+            for canon, (fit, metrics, cases) in short.items():
+                results[canon] = (fit, metrics, 1, cases)
             ranked = sorted(range(len(unique)), key=lambda i: -short[unique[i][0]][0])
             n_promote = max(1, math.ceil(self.config.promote_fraction * len(unique))) if unique else 0
             keep = sorted(ranked[:n_promote])
@@ -184,18 +195,18 @@ class Scorer:
                                                       for t in self.tasks for s in self.seeds)}
             promoted += [u for u in unique if u[0] in full_known and u not in promoted]
         full = self._stage(promoted, self.full_steps, generation)
-        for canon, (fit, metrics) in full.items():
-            results[canon] = (fit, metrics, 2)
+        for canon, (fit, metrics, cases) in full.items():
+            results[canon] = (fit, metrics, 2, cases)
 
         scored: list[Scored] = []
         for prop, v in zip(proposals, verdicts):
             if v.status in ("ok", "duplicate", "fingerprint_duplicate"):
                 canon = v.duplicate_of or prop.expr.canonical
-                fit, metrics, fidelity = results[canon]
+                fit, metrics, fidelity, cases = results[canon]
                 status = "ok" if all(m is not None for m in metrics.values()) else "failed"
                 if v.status != "ok":
                     status = v.status
-                scored.append(Scored(prop.expr, prop.origin, status, fit, fidelity, metrics, v.detail))
+                scored.append(Scored(prop.expr, prop.origin, status, fit, fidelity, metrics, v.detail, cases))
             else:
                 scored.append(Scored(prop.expr, prop.origin, v.status, REJECTED_FITNESS, 0, {}, v.detail))
         stats = count_reasons(verdicts)

@@ -1,6 +1,6 @@
 """Search strategies: genetic programming (DEAP) and random search.
 
-Both speak ask/tell: ``ask()`` returns the next generation's trees (with the
+Both implement :class:`~lossforge.search.strategy.Strategy` (ask/tell): ``ask()`` returns the next generation's trees (with the
 Expr each encodes, or None when a tree is not a valid expression) and
 ``tell(fitnesses)`` gives back (fitness, complexity) per tree.  Every random
 draw goes through the strategy's own RNG state (DEAP uses the global
@@ -15,22 +15,15 @@ import copy
 import operator
 import random
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 from deap import gp, tools
 
 from lossforge.primitives import Expr
 
+from .strategy import Cases, Proposal, Strategy
 from .trees import (Individual, NotRepresentable, deserialise, is_constant, make_constant, make_pset, serialise,
                     sympy_to_tree, tree_to_expr)
-
-
-@dataclass
-class Proposal:
-    tree: Individual | None
-    expr: Expr | None
-    origin: str
 
 
 def _json_state(state) -> list:
@@ -125,7 +118,7 @@ def _random_tree(strategy, novel: bool = True, tries: int = _TRIES) -> Individua
     return ind
 
 
-class RandomStrategy:
+class RandomStrategy(Strategy):
     """Uniformly random trees from the same grammar (ramped half-and-half):
     the baseline every GP result is compared with."""
 
@@ -151,7 +144,7 @@ class RandomStrategy:
                 self.population.append(ind)
         return [Proposal(ind, self.screen.expr(ind), "random") for ind in self.population]
 
-    def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
+    def tell(self, fitnesses: Sequence[tuple[float, int]], cases: Sequence[Cases | None] | None = None) -> None:
         for ind, fit in zip(self.population, fitnesses):
             ind.fitness.values = fit
 
@@ -163,10 +156,11 @@ class RandomStrategy:
         self.screen.seen = set(state.get("seen", []))
 
 
-class GPStrategy:
+class GPStrategy(Strategy):
     """Tree GP with DEAP: ramped half-and-half initialisation (optionally seeded
     with catalogue losses), tournament selection with complexity as tie-break or
-    NSGA-II on (fitness, complexity), subtree crossover, subtree / point / shrink
+    NSGA-II on (fitness, complexity), or epsilon-lexicase over the cases (task,
+    evaluation seed) (:mod:`lossforge.search.lexicase`), subtree crossover, subtree / point / shrink
     / hoist mutation and constant perturbation, static height and size limits,
     elitism."""
 
@@ -238,18 +232,20 @@ class GPStrategy:
         self.screen.remember(self.offspring)
         return [Proposal(ind, self.screen.expr(ind), origin) for ind, origin in zip(self.offspring, origins)]
 
-    def tell(self, fitnesses: Sequence[tuple[float, int]]) -> None:
+    def tell(self, fitnesses: Sequence[tuple[float, int]], cases: Sequence[Cases | None] | None = None) -> None:
+        cases = list(cases) if cases is not None else [None] * len(self.offspring)
         # A second copy of a form already in this generation gets the rejected
         # fitness: it can survive as a slot but is never chosen as a parent, so
         # a converging population does not fill up with clones.
         in_generation: set[str] = set()
-        for ind, fit in zip(self.offspring, fitnesses):
+        for ind, fit, case in zip(self.offspring, fitnesses, cases):
             e = self.screen.expr(ind)
             key = e.canonical if e is not None else str(ind)
             if key in in_generation:
-                fit = (min(fit[0], _CLONE_FITNESS), fit[1])
+                fit, case = (min(fit[0], _CLONE_FITNESS), fit[1]), None
             in_generation.add(key)
             ind.fitness.values = fit
+            ind.cases = dict(case) if case else {}
         if self.config.selection == "nsga2":
             # (mu + lambda) survival on the two objectives; also assigns the
             # crowding distances that parent selection uses.
@@ -299,6 +295,10 @@ class GPStrategy:
                 chosen = chosen[:k]
             else:
                 chosen = tools.selRandom(pop, k)
+        elif c.selection == "lexicase":
+            from .lexicase import select
+
+            chosen = [pop[i] for i in select([getattr(i, "cases", None) for i in pop], k)]
         else:
             chosen = tools.selTournament(pop, k, c.tournament_size)
         return [copy.deepcopy(i) for i in chosen]
@@ -306,7 +306,7 @@ class GPStrategy:
     def _vary(self) -> tuple[list[Individual], list[str]]:
         c = self.config
         elites: list[Individual] = []
-        if c.selection == "tournament" and c.elitism:
+        if c.selection in ("tournament", "lexicase") and c.elitism:
             elites = [copy.deepcopy(i) for i in tools.selBest(self.population, c.elitism)]
         n_children = c.population - len(elites)
         parents = self._select_parents(n_children + (n_children % 2))
@@ -362,7 +362,8 @@ class GPStrategy:
             "seen": sorted(self.screen.seen),
             "generation": self.generation,
             "population": [{"tree": serialise(ind), "fitness": list(ind.fitness.values),
-                            "crowding": getattr(ind.fitness, "crowding_dist", None)} for ind in self.population],
+                            "crowding": getattr(ind.fitness, "crowding_dist", None),
+                            "cases": getattr(ind, "cases", None) or None} for ind in self.population],
         }
 
     def load_state(self, state: dict) -> None:
@@ -376,10 +377,15 @@ class GPStrategy:
                 ind.fitness.values = tuple(item["fitness"])
             if item.get("crowding") is not None:
                 ind.fitness.crowding_dist = item["crowding"]
+            ind.cases = dict(item.get("cases") or {})
             self.population.append(ind)
 
 
-def make_strategy(config, seed: int, run_id: str = "run", storage_url: str | None = None):
+def make_strategy(config, seed: int, run_id: str = "run", storage_url: str | None = None) -> Strategy:
+    if config.strategy == "aging":
+        from .aging import AgingStrategy
+
+        return AgingStrategy(config, seed)
     if config.strategy == "gp":
         return GPStrategy(config, seed)
     if config.strategy == "random":

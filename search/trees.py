@@ -16,7 +16,7 @@ import sympy
 from deap import base, gp
 
 from lossforge.primitives import Expr, GrammarError, get_primitive, primitives
-from lossforge.primitives.canonical import round_number
+from lossforge.primitives.canonical import round_number, split_product
 from lossforge.primitives.symbols import TERMINALS
 
 CONSTANT_NAME = "lossforge_constant"
@@ -173,9 +173,7 @@ def sympy_to_tree(expr: sympy.Expr, pset: gp.PrimitiveSetTyped) -> Individual:
         if e.is_Add:
             return chain("add", [enc(a) for a in e.args])
         if e.is_Mul:
-            coeff, factors = e.as_coeff_mul()
-            num = [f for f in factors if not (f.is_Pow and f.exp.is_number and f.exp < 0)]
-            den = [1 / f for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0]
+            coeff, num, den = split_product(e)
             parts = [enc(f) for f in num]
             if coeff == -1 and parts:
                 body = chain("mul", parts)

@@ -20,7 +20,7 @@ from lossforge.primitives.symbols import TUNABLE
 
 from .halloffame import Entry
 from .optuna_util import completed, make_sampler, open_study, take_running, tell_fitness
-from .strategies import Proposal
+from .strategy import Proposal
 
 
 def parametrise(expr: Expr, max_constants: int = len(TUNABLE)) -> tuple[Expr, dict[str, float]]:

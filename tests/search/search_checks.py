@@ -16,9 +16,10 @@ TRAINED = ("ok", "failed")  # candidate statuses trained under their own canonic
 
 
 def small_config(**changes) -> SearchConfig:
-    """A search that finishes in seconds on one CPU core (no loss store writes)."""
+    """A search that finishes in seconds on one CPU core (no loss store writes, no confirmation:
+    tests/search/test_confirm.py covers it)."""
     base = dict(tasks=["digits"], generations=2, population=8, steps=60, evaluator="local", save_best=0,
-                chunk_size=8)
+                chunk_size=8, confirm_top=0)
     base.update(changes)
     return SearchConfig(**base)
 
@@ -72,6 +73,16 @@ def check_finished_run(result, config: SearchConfig, *, tuning_generations: int 
     for gen in range(config.generations):
         assert [c["position"] for c in by_gen[gen]] == list(range(config.population))
 
+    # -- confirmation (search.confirm): the top entries and the baselines on fresh seeds, full budget
+    confirm = [r for r in evals if r["generation"] == -2]
+    if config.confirm_top:
+        n = min(config.confirm_top, len(result.hall_of_fame)) + 1
+        assert len(confirm) == n * config.confirm_seeds * len(config.tasks)
+        assert not {r["seed"] for r in confirm} & set(seeds)
+        assert all(r["steps"] == steps[r["task"]] for r in confirm)
+    else:
+        assert not confirm
+
     # -- baselines: one per task and budget, computed over the run's seeds
     levels = [steps] + ([{t: config.short_steps for t in config.tasks}] if config.short_steps else [])
     expected_baselines = {}
@@ -79,7 +90,7 @@ def check_finished_run(result, config: SearchConfig, *, tuning_generations: int 
         for t in config.tasks:
             entry = "loss:" + get_task(t).baseline
             vals = [r["metric"] for r in evals if r["canonical"] == entry and r["task"] == t
-                    and r["steps"] == level[t]]
+                    and r["steps"] == level[t] and r["generation"] != -2]
             assert len(vals) == len(seeds)
             expected_baselines[f"{t}@{level[t]}"] = pytest.approx(sum(vals) / len(vals))
     assert result.baselines == expected_baselines
@@ -88,6 +99,8 @@ def check_finished_run(result, config: SearchConfig, *, tuning_generations: int 
     keys = [(r["canonical"], r["task"], r["seed"], r["steps"], r["split"]) for r in evals]
     assert len(keys) == len(set(keys)), "an evaluation was recorded twice"
     assert result.evaluations == len(evals)
+    keys = [k for k, r in zip(keys, evals) if r["generation"] != -2]
+    evals = [r for r in evals if r["generation"] != -2]
     needed = {(r["canonical"], r["task"], r["seed"], r["steps"], r["split"]) for r in evals
               if r["canonical"].startswith("loss:")}
     for c in cands:

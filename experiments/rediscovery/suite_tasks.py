@@ -1,0 +1,132 @@
+"""Tasks of the rediscovery suite (experiments/rediscovery.py --suite): each a `module:function`
+factory returning a Task, with a loss known to suit it and a metric that rewards that loss.
+
+Small synthetic data and short budgets, so that one search of 8 x 24 candidates takes well
+under a minute on one CPU core.  The splits are fixed (seeded); the search seeds vary.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lossforge.tasks import Task
+
+_N = 1500
+
+
+def _split(X, y, seed: int):
+    idx = np.random.default_rng(seed).permutation(len(y))
+    a, b = int(0.6 * len(y)), int(0.8 * len(y))
+    tr, va, te = idx[:a], idx[a:b], idx[b:]
+    return X[tr], y[tr], X[va], y[va], X[te], y[te]
+
+
+def _regression(name, X, y, metric, description, seed, y_train=None, steps=150):
+    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, seed)
+    if y_train is not None:
+        y_tr = y_train(X_tr, y_tr)
+    return Task(name, "regression", X_tr, y_tr, X_va, y_va, X_te, y_te, metric=metric, model="mlp:32",
+                steps=steps, batch_size=64, lr=3e-3, description=description)
+
+
+def quantile25() -> Task:
+    """Heteroscedastic regression scored by the pinball loss at q = 0.25 (known: quantile, q = 0.25)."""
+    rng = np.random.default_rng(11)
+    X = rng.uniform(-2, 2, size=(_N, 2))
+    y = np.sin(2 * X[:, 0]) + 0.5 * X[:, 1] + (0.2 + 0.5 * np.abs(X[:, 0])) * rng.standard_normal(_N)
+    return _regression("quantile25", X, y, "pinball:0.25", "heteroscedastic regression, pinball at 0.25", 1)
+
+
+def asymmetric_cost() -> Task:
+    """Skewed (log-normal) noise, under-prediction 4x as costly as over-prediction: pinball at 0.8
+    (known: quantile, q = 0.8)."""
+    rng = np.random.default_rng(12)
+    X = rng.uniform(-2, 2, size=(_N, 3))
+    y = X[:, 0] - 0.5 * X[:, 1] ** 2 + 0.3 * X[:, 2] + rng.lognormal(0.0, 0.7, _N)
+    return _regression("asymmetric_cost", X, y, "pinball:0.8", "log-normal noise, asymmetric cost 4:1", 2)
+
+
+def quantile90_small() -> Task:
+    """The quantile90 data-generating process, smaller and shorter (known: quantile, q = 0.9)."""
+    rng = np.random.default_rng(13)
+    X = rng.uniform(-2, 2, size=(_N, 3))
+    y = np.sin(1.5 * X[:, 0]) + 0.5 * X[:, 1] + (0.1 + 0.6 * np.abs(X[:, 0])) * rng.standard_normal(_N)
+    return _regression("quantile90_small", X, y, "pinball:0.9", "heteroscedastic regression, pinball at 0.9", 3)
+
+
+def heavy_tails() -> Task:
+    """Training targets with Cauchy noise, MSE on clean validation targets (known: a bounded robust loss)."""
+    rng = np.random.default_rng(14)
+    X = rng.uniform(-2, 2, size=(_N, 3))
+    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2]
+
+    def noisy(_X, y_tr):
+        return y_tr + 0.3 * np.random.default_rng(4).standard_cauchy(len(y_tr))
+
+    return _regression("heavy_tails", X, y, "mse", "Cauchy noise on training targets, MSE on clean targets", 4,
+                       y_train=noisy)
+
+
+def poisson_counts() -> Task:
+    """Counts with a log-linear mean; MAE on the counts (known: Poisson deviance)."""
+    rng = np.random.default_rng(15)
+    X = rng.uniform(-1, 1, size=(_N, 3))
+    rate = np.exp(0.5 + 1.2 * X[:, 0] - 0.8 * X[:, 1])
+    y = rng.poisson(rate).astype(float)
+    return _regression("poisson_counts", X, y, "mae", "Poisson counts, MAE", 5)
+
+
+def asymmetric_small_cost() -> Task:
+    """Gaussian noise, over-prediction 3x as costly: pinball at 0.25 on a different function."""
+    rng = np.random.default_rng(16)
+    X = rng.uniform(-2, 2, size=(_N, 2))
+    y = np.tanh(X[:, 0] * X[:, 1]) + X[:, 0] + 0.6 * rng.standard_normal(_N)
+    return _regression("asymmetric_small_cost", X, y, "pinball:0.25", "Gaussian noise, asymmetric cost 1:3", 6)
+
+
+def _classification(name, kind, X, y, metric, description, seed, y_train=None, steps=150):
+    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, seed)
+    if y_train is not None:
+        y_tr = y_train(y_tr)
+    return Task(name, kind, X_tr, y_tr, X_va, y_va, X_te, y_te, metric=metric, model="mlp:32", steps=steps,
+                batch_size=64, lr=3e-3, description=description)
+
+
+def outliers_one_sided() -> Task:
+    """30 % of the training targets shifted up by 3 to 8: MAE follows the shifted median, a bounded
+    robust loss ignores them; MSE on clean validation targets (known: a bounded robust loss)."""
+    rng = np.random.default_rng(14)
+    X = rng.uniform(-2, 2, size=(_N, 3))
+    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(_N)
+
+    def contaminate(_X, y_tr):
+        r = np.random.default_rng(4)
+        bad = r.random(len(y_tr)) < 0.3
+        return y_tr + bad * r.uniform(3, 8, len(y_tr))
+
+    return _regression("outliers_one_sided", X, y, "mse", "30% one-sided outliers in training targets, MSE", 4,
+                       y_train=contaminate)
+
+
+def noisy_labels() -> Task:
+    """4 classes, 40 % of the training labels replaced at random; accuracy on clean labels (known: GCE)."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=_N, n_features=10, n_informative=6, n_classes=4, n_clusters_per_class=1,
+                               class_sep=1.0, random_state=7)
+
+    def flip(y_tr):
+        r = np.random.default_rng(7)
+        bad = r.random(len(y_tr)) < 0.4
+        return np.where(bad, r.integers(0, 4, len(y_tr)), y_tr)
+
+    return _classification("noisy_labels", "multiclass", X, y, "accuracy", "4 classes, 40% symmetric label noise",
+                           7, y_train=flip, steps=300)
+
+
+def imbalance() -> Task:
+    """Binary, 95:5; balanced accuracy (known: a class-balanced or focal loss)."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=3000, n_features=10, n_informative=5, weights=[0.95], class_sep=0.8,
+                               random_state=8)
+    return _classification("imbalance", "binary", X, y, "balanced_accuracy", "binary 95:5, balanced accuracy", 8)
