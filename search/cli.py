@@ -58,8 +58,16 @@ def _print_result(result) -> None:
     for i, e in enumerate(result.hall_of_fame[:10], 1):
         scores = "  ".join(f"{t}={v:.4f}" if v is not None else f"{t}=failed" for t, v in e.scores.items())
         print(f"{i:3d}. {e.fitness:+.4f}  c={e.complexity:<3d} {e.expr}    [{scores}]")
+        if e.confirmation:  # search.confirm: re-trained on fresh seeds next to the baseline
+            c = e.confirmation
+            per = "  ".join(f"{t}={r['mean']:.4f} vs {r['baseline_mean']:.4f} p={r['p_value']:.3g}"
+                            if r["mean"] is not None else f"{t}=failed" for t, r in c["tasks"].items())
+            print(f"     {'confirmed' if c['confirmed'] else 'NOT confirmed'} on {len(c['seeds'])} fresh seeds: "
+                  f"{c['fitness']:+.4f}  [{per}]")
     for name in result.saved:
-        print(f"saved to the loss store as '{name}' (lossforge export {name} --format py)")
+        print(f"saved to the loss store as '{name}' (confirmed; lossforge export {name} --format py)")
+    if not result.saved and any(e.confirmation for e in result.hall_of_fame):
+        print("nothing saved: no hall-of-fame entry was confirmed against the baseline on fresh seeds")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
