@@ -253,7 +253,9 @@ ENTRIES = [
                    formula="-sum_c ((1 - ls)*y_c + ls/C)*log(p_c), p = softmax(z), ls = 0.1",
                    module=LabelSmoothingCELoss, expression=_cross_entropy_expr, space="probability",
                    reference="Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016; "
-                   "torch.nn.CrossEntropyLoss(label_smoothing=...)", **_MULTI),
+                   "torch.nn.CrossEntropyLoss(label_smoothing=...)",
+                   notes="the smoothing mass ls/C needs the number of classes, not a grammar terminal: no "
+                   "expression for ls > 0", **_MULTI),
     reference_loss("ghm_c", family="imbalance", formula="beta*BCE(z, y), beta = M/(n_bin(g)*k), g = |sigmoid(z) - y|",
                    module=GHMCLoss, input="logits", target="binary", task_kinds=("binary",),
                    reference="Li, Liu & Wang, Gradient Harmonized Single-stage Detector, AAAI 2019; mmdetection GHMC",

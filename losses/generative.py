@@ -272,7 +272,7 @@ ENTRIES = [
                    input="gaussian_mean", target="log_variance",
                    reference="Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014", **_GEN),
     reference_loss("cycle_consistency", formula="lambda_cycle*mean |F(G(x)) - x|", module=CycleConsistencyLoss,
-                   input="images", target="images", reference="Zhu et al., Unpaired Image-to-Image Translation "
+                   input="reconstructions", target="images", reference="Zhu et al., Unpaired Image-to-Image Translation "
                    "using Cycle-Consistent Adversarial Networks, ICCV 2017", **_GEN),
     reference_loss("noise_prediction", formula="mean (eps_hat - eps)**2, x_t = sqrt(abar_t)*x0 + sqrt(1 - abar_t)*eps",
                    module=NoisePredictionLoss, input="noise_prediction", target="noise",

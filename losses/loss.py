@@ -26,7 +26,7 @@ SPACES = ("probability", "real")
 INPUTS = ("logits", "probabilities", "log_probabilities", "prediction", "log_rate",
           # conventions beyond (p, y); see CONVENTIONS
           "boxes", "embeddings", "embedding_pairs", "embedding_triplets", "images", "feature_maps",
-          "critic_scores", "gaussian_mean", "noise_prediction", "routing_logits")
+          "critic_scores", "gaussian_mean", "noise_prediction", "reconstructions", "routing_logits")
 TARGETS = ("index", "binary", "signed", "probabilities", "value",
            "boxes", "embeddings", "images", "feature_maps", "real_fake", "log_variance", "noise")
 TASK_KINDS = ("multiclass", "binary", "regression", "segmentation", "boxes", "embeddings", "image", "generative")
@@ -37,6 +37,7 @@ CONVENTIONS = {"logits": "p, y", "probabilities": "p, y", "log_probabilities": "
                "log_rate": "p, y", "boxes": "boxes", "embeddings": "embeddings", "embedding_pairs": "embeddings",
                "embedding_triplets": "embeddings", "images": "images", "feature_maps": "images",
                "critic_scores": "generative", "gaussian_mean": "generative", "noise_prediction": "generative",
+               "reconstructions": "generative",
                "routing_logits": "p, y"}
 REDUCTIONS = ("none", "mean", "sum")
 

@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("catalogue", help="list the reference and discovered losses")
     p.add_argument("--kind", choices=["reference", "discovered"], default=None, help="only this kind")
-    p.add_argument("--family", default=None, help="only this family (e.g. regression, segmentation)")
+    p.add_argument("--family", default=None, help="only this family (e.g. regression, segmentation, boxes, metric)")
+    p.add_argument("--convention", default=None,
+                   help="only this input convention: 'p, y', boxes, embeddings, images or generative")
     p.set_defaults(func=_cmd_catalogue)
 
     p = sub.add_parser("tasks", help="list the built-in training tasks and their budgets")

@@ -268,11 +268,7 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
             "filters": stats,
             "wall_time": time.perf_counter() - t0,
         }
-        rows = [{"position": i, "origin": s.origin, "expr": str(s.expr) if s.expr is not None else None,
-                 "canonical": s.expr.canonical if s.expr is not None else None,
-                 "complexity": s.expr.complexity if s.expr is not None else None, "status": s.status,
-                 "fidelity": s.fidelity, "fitness": s.fitness, "scores": json.dumps(s.metrics)}
-                for i, s in enumerate(scored)]
+        rows = [s.candidate_row(i) for i, s in enumerate(scored)]
         store.record_generation(meta["run_id"], gen, rows, summary)
         write_checkpoint(run_dir / CHECKPOINT_FILE, {
             "run_id": meta["run_id"], "next_generation": gen + 1, "strategy": strategy.state(),

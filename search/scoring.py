@@ -12,6 +12,7 @@ arrive; a chunk whose results are all recorded is never run again.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,14 @@ class Scored:
     @property
     def complexity(self) -> int:
         return self.expr.complexity if self.expr is not None else 10**6
+
+    def candidate_row(self, position: int, origin: str | None = None) -> dict:
+        """This candidate as a row of the run store's candidates table (``origin`` overrides its own)."""
+        e = self.expr
+        return {"position": position, "origin": origin or self.origin, "expr": str(e) if e is not None else None,
+                "canonical": e.canonical if e is not None else None,
+                "complexity": e.complexity if e is not None else None, "status": self.status,
+                "fidelity": self.fidelity, "fitness": self.fitness, "scores": json.dumps(self.metrics)}
 
 
 class Scorer:

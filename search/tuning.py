@@ -101,14 +101,8 @@ def _score(scorer, hof, template: Expr, params_list, generation: int, store, run
     hof.update([Entry(str(s.expr), s.expr.canonical, s.expr.complexity, s.fitness, dict(s.metrics), generation,
                       "tuned") for s in scored if s.fidelity == 2 and s.expr is not None and s.status == "ok"])
     if store is not None:
-        import json
-
         trained = [s.fitness for s in scored if s.fidelity > 0]
-        rows = [{"position": k, "origin": "tuned", "expr": str(s.expr) if s.expr is not None else None,
-                 "canonical": s.expr.canonical if s.expr is not None else None,
-                 "complexity": s.expr.complexity if s.expr is not None else None, "status": s.status,
-                 "fidelity": s.fidelity, "fitness": s.fitness, "scores": json.dumps(s.metrics)}
-                for k, s in enumerate(scored)]
+        rows = [s.candidate_row(k, origin="tuned") for k, s in enumerate(scored)]
         store.record_generation(run_id, generation, rows, {
             "best": max(trained) if trained else None, "median": statistics.median(trained) if trained else None,
             "n_candidates": len(scored), "n_evaluations": stats["evaluated"], "filters": stats, "wall_time": 0.0})

@@ -188,7 +188,7 @@ def convention_batch(loss: Loss, g: torch.Generator, n: int, dtype) -> Batch:
     elif inp == "embedding_triplets":
         raw = randn(n, EMB_DIM)
         args = (raw, raw + randn(n, EMB_DIM, scale=0.5), randn(n, EMB_DIM))
-    elif inp in ("images", "feature_maps"):
+    elif inp in ("images", "feature_maps", "reconstructions"):
         shape = (min(n, 3), 1, MS_SSIM_SIDE, MS_SSIM_SIDE) if loss.name == "ms_ssim" else (n, *IMAGE_SHAPE)
         raw = torch.rand(*shape, generator=g, dtype=dtype)
         args = (raw, (raw + 0.2 * torch.rand(*shape, generator=g, dtype=dtype)).clamp(0, 1))
