@@ -163,10 +163,22 @@ def _cmd_store(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
+    if args.watch:
+        from .html_report import watch
+
+        def updated(rep, status) -> None:
+            print(f"{rep.html}: rewritten (run {status})", flush=True)
+
+        rep, why = watch(args.run_dir, out=args.out, interval=args.interval, idle_timeout=args.idle_timeout,
+                         on_update=updated)
+        print(f"stopped watching: the run is {why}" if why != "idle" else
+              f"stopped watching: no new generation for {args.idle_timeout:g} s (the run may have been killed)")
+        return 0
     result = report(args.run_dir, out=args.out)
     print(f"report of run {result.run_id}: {result.markdown}")
     for path in result.figures:
         print(f"  {path}")
+    print(f"  {result.html}  (one self-contained page: open it in a browser)")
     return 0
 
 
@@ -241,9 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     for a in actions.choices.values():
         a.add_argument("--store", help="the user loss store (default: $LOSSFORGE_STORE, else ~/.lossforge/losses)")
 
-    p = sub.add_parser("report", help="figures and a Markdown summary of a search run")
+    p = sub.add_parser("report", help="figures, a Markdown summary and an HTML page of a search run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory a search wrote")
     p.add_argument("--out", help="where to write the report (default: RUN_DIR/report)")
+    p.add_argument("--watch", action="store_true",
+                   help="rewrite report.html after every generation of a running search, until it stops")
+    p.add_argument("--interval", type=float, default=5.0, help="--watch: seconds between looks (default: 5)")
+    p.add_argument("--idle-timeout", type=float, default=3600.0,
+                   help="--watch: stop after this many seconds without a new generation (default: 3600)")
     p.set_defaults(func=_cmd_report)
     return parser
 

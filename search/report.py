@@ -13,6 +13,15 @@
 ``shapes.png``   the top losses' shapes: L(p, y=1) and L(p, y=0) against p for
                  classification, L(r, 0) against the residual r for regression
 ``report.md``    a Markdown summary linking the figures
+``report.html``  one self-contained page (figures embedded, no network) with the
+                 hall of fame (confirmed figures next to search fitness when the
+                 run confirmed its best), per-generation fitness and filter
+                 counts, the Pareto front, loss shapes, the run's Optuna studies
+                 and its config (:mod:`lossforge.search.html_report`;
+                 ``lossforge report RUN_DIR --watch`` rewrites it as a search runs)
+
+Labels never get cut off: long expressions are wrapped, or drawn as a key
+(``#3``) with the full text in a legend under the plot (:mod:`.charts`).
 """
 from __future__ import annotations
 
@@ -22,13 +31,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from lossforge.losses.plotting import figure, save_png
 
 from .config import SearchConfig
 from .errors import StorageError
-from .runstore import RunStore
+from .runstore import RunStore, open_run_store
 
 BASELINE_PREFIX = "loss:"  # how the scorer records baseline evaluations in the run store
 TOP_SHAPES = 4
@@ -44,10 +51,11 @@ class Report:
     run_id: str
     markdown: Path
     figures: list[Path] = field(default_factory=list)
+    html: Path | None = None
 
     @property
     def files(self) -> list[Path]:
-        return [*self.figures, self.markdown]
+        return [*self.figures, self.markdown, *([self.html] if self.html else [])]
 
 
 # ----------------------------------------------------------------------------- reading the run
@@ -68,16 +76,11 @@ def _read_meta(run_dir: Path) -> dict:
 
 
 def _open_store(run_dir: Path, meta: dict) -> RunStore:
-    url = meta.get("store") or f"sqlite:///{(run_dir / 'runs.db').resolve()}"
-    if url.startswith("sqlite"):
-        db = sa.engine.make_url(url).database
-        if db and db != ":memory:" and not Path(db).exists():
-            local = run_dir / "runs.db"
-            if local.exists():  # the run directory was moved: its store moved with it
-                url = f"sqlite:///{local.resolve()}"
-            else:
-                raise StorageError(f"the run store {db} of {run_dir} does not exist; the report needs it")
-    return RunStore(url)
+    """The run's own store: a run-local ``runs.db`` is the one inside ``run_dir``
+    (a copied or moved run never reads the original's); missing or damaged, it is
+    an error naming the file."""
+    configured = _read_config(run_dir).store
+    return open_run_store(run_dir, meta.get("store"), configured)
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -99,6 +102,10 @@ def _finite_or_zero(v) -> float:
     return f if math.isfinite(f) else 0.0
 
 
+def _read_config(run_dir: Path) -> SearchConfig:
+    return SearchConfig.from_toml(run_dir / "config.toml")
+
+
 def _space(config: SearchConfig) -> str:
     from lossforge.tasks import get as get_task
 
@@ -113,18 +120,23 @@ def _integer_ticks(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def fitness_plot(generations: list[dict], path: Path) -> Path:
-    fig, ax = figure(7.0, 4.0)
+def fitness_plot(generations: list[dict], path: Path, search_generations: int | None = None) -> Path:
+    """Best and median fitness per generation; batches after ``search_generations``
+    (constant tuning) are shaded and labelled."""
+    fig, ax = figure(7.5, 4.0)
     gens = [g["generation"] for g in generations]
     for key, style in (("best", "o-"), ("median", "s--")):
         values = [_float(g.get(key)) for g in generations]
-        ax.plot(gens, values, style, label=key)
-    ax.axhline(0.0, color="gray", lw=0.8, ls=":", label="baseline level")
+        ax.plot(gens, values, style, label=f"{key} of the generation's trained candidates")
+    ax.axhline(0.0, color="gray", lw=0.8, ls=":", label="baseline level (0)")
+    if search_generations is not None and gens and max(gens) >= search_generations:
+        ax.axvspan(search_generations - 0.5, max(gens) + 0.5, color="tab:purple", alpha=0.08,
+                   label="constant tuning (Optuna)")
     _integer_ticks(ax)
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (mean log error ratio vs baseline)")
-    ax.set_title("fitness per generation")
-    ax.legend()
+    ax.set_title("fitness per generation (> 0 beats the baseline)")
+    ax.legend(fontsize="small", loc="lower right")
     return save_png(fig, path)
 
 
@@ -140,25 +152,31 @@ def filter_reasons(generations: list[dict]) -> list[str]:
 
 
 def filters_plot(generations: list[dict], path: Path) -> Path:
-    fig, ax = figure(7.0, 4.0)
+    fig, ax = figure(8.5, 4.0)
     gens = [g["generation"] for g in generations]
     bottom = [0.0] * len(gens)
     for reason in filter_reasons(generations):
         counts = [float(g.get("filters", {}).get(reason, 0) or 0) for g in generations]
         if not any(counts):
             continue
-        ax.bar(gens, counts, bottom=bottom, label="trained" if reason == "evaluated" else reason)
+        ax.bar(gens, counts, bottom=bottom, label="trained" if reason == "evaluated" else reason.replace("_", " "))
         bottom = [b + c for b, c in zip(bottom, counts)]
     _integer_ticks(ax)
     ax.set_xlabel("generation")
     ax.set_ylabel("candidates")
     ax.set_title("candidates per generation: rejected by filter, or trained")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # never over a bar
     return save_png(fig, path)
 
 
 def pareto_plot(candidates: list[dict], front: list[dict], path: Path) -> Path:
-    fig, ax = figure(7.0, 4.5)
+    """Every fully trained candidate (grey) and the Pareto front (red), each front point
+    numbered #k, with its expression in full in the legend under the plot."""
+    from .charts import figure_with_notes
+
+    notes = [f"#{i}  c={r.get('complexity', '?')}  fitness {_fmt(r.get('fitness'))}:  {r['expr']}"
+             for i, r in enumerate(front, 1)]
+    fig, (ax,) = figure_with_notes(8.0, 4.5, notes=notes)
     pts = [(c["complexity"], c["fitness"]) for c in candidates
            if c.get("fidelity") == 2 and c.get("complexity") is not None and math.isfinite(_float(c.get("fitness")))]
     if pts:
@@ -166,16 +184,15 @@ def pareto_plot(candidates: list[dict], front: list[dict], path: Path) -> Path:
     fx = [_float(r["complexity"]) for r in front]
     fy = [_float(r["fitness"]) for r in front]
     if front:
-        ax.step(fx, fy, "o-", where="post", color="tab:red", label="Pareto front")
-        for x, y, r in zip(fx, fy, front):
-            text = r["expr"] if len(r["expr"]) <= 28 else r["expr"][:25] + "..."
-            ax.annotate(text, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axhline(0.0, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("complexity")
-    ax.set_ylabel("fitness")
+        ax.step(fx, fy, "o-", where="post", color="tab:red", label="Pareto front (#k: see below)")
+        for i, (x, y) in enumerate(zip(fx, fy), 1):
+            ax.annotate(f"#{i}", (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points", color="tab:red")
+    ax.axhline(0.0, color="gray", lw=0.8, ls=":", label="baseline level")
+    _integer_ticks(ax)
+    ax.set_xlabel("complexity (nodes of the expression)")
+    ax.set_ylabel("fitness (mean log error ratio vs baseline)")
     ax.set_title("fitness against complexity")
-    if pts or front:
-        ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower right")
     return save_png(fig, path)
 
 
@@ -206,26 +223,28 @@ def _robust_limits(values: list[float]) -> tuple[float, float] | None:
 
 
 def shapes_plot(exprs: list[str], space: str, path: Path) -> Path:
+    from .charts import figure_with_notes, fit_labels
+
     panels = ["y=1", "y=0"] if space == "probability" else ["y=0"]
-    fig, axes = figure(5.0 * len(panels), 4.0, 1, len(panels))
-    axes = list(axes) if len(panels) > 1 else [axes]
     baseline = _BASELINE_EXPR[space]
+    texts = [*exprs, baseline]
+    shown, notes = fit_labels([f"#{i + 1}: {t}" for i, t in enumerate(exprs)] + [f"baseline: {baseline}"],
+                              width=36, key="L")
+    fig, axes = figure_with_notes(5.5 * len(panels), 4.3, cols=len(panels), notes=notes)
     for ax, panel in zip(axes, panels):
         seen: list[float] = []
-        for i, text in enumerate([*exprs, baseline]):
+        for i, text in enumerate(texts):
             try:
                 x, curves = loss_curves(text, space)
             except Exception:  # noqa: BLE001 - one unplottable expression must not stop the report
                 continue
-            is_base = i == len(exprs)
-            label = ("baseline: " if is_base else f"#{i + 1}: ") + (text if len(text) <= 40 else text[:37] + "...")
-            ax.plot(x, curves[panel], "k:" if is_base else "-", label=label)
+            ax.plot(x, curves[panel], "k:" if i == len(exprs) else "-", label=shown[i])
             seen += curves[panel]
         limits = _robust_limits(seen)
         if limits:
             ax.set_ylim(*limits)
-        ax.set_xlabel("p" if space == "probability" else "residual r = p - y")
-        ax.set_ylabel("L")
+        ax.set_xlabel("p (predicted probability)" if space == "probability" else "residual r = p - y")
+        ax.set_ylabel("L (per element)")
         ax.set_title(f"L(p, {panel[-1]})" if space == "probability" else "L(r, 0)")
         ax.legend(fontsize="x-small")
     return save_png(fig, path)
@@ -303,12 +322,69 @@ def _markdown(run_dir, meta, config, row, generations, hof, front, tasks, baseli
 
 
 # ----------------------------------------------------------------------------- the report
-def report(run_dir: str | Path, out: str | Path | None = None) -> Report:
-    """Write the figures and ``report.md`` of the run in ``run_dir`` to ``out`` (default RUN_DIR/report)."""
+@dataclass
+class RunData:
+    """Everything a report shows, read from a run directory and its store (read-only)."""
+
+    run_dir: Path
+    meta: dict
+    config: SearchConfig
+    row: dict
+    generations: list[dict]
+    candidates: list[dict]
+    n_evaluations: int
+    baselines: dict           # task -> (baseline loss, mean metric at the full budget)
+    hof: list[dict]           # hall_of_fame.csv rows
+    front: list[dict]         # pareto.csv rows
+    confirmation: list[dict]  # confirmation.json verdicts ([] before or without confirmation)
+    studies: list[dict]       # the run's Optuna studies: name, trials, best
+    store_url: str
+    space: str
+    saved: list[str]
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.config.tasks)
+
+
+def _read_json_list(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return []  # being rewritten, or damaged: the report shows search fitness alone
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def _studies(url: str, run_id: str) -> list[dict]:
+    """The Optuna studies this run keeps in its store (tuning and family searches)."""
+    try:
+        import optuna
+
+        summaries = optuna.get_all_study_summaries(storage=url)
+    except Exception:  # noqa: BLE001 - no Optuna tables yet (no study): nothing to list
+        return []
+    out = []
+    for s in summaries:
+        if not s.study_name.startswith(run_id):
+            continue
+        best = s.best_trial.value if s.best_trial is not None else None
+        out.append({"name": s.study_name, "trials": s.n_trials, "best": best})
+    return out
+
+
+def read_run(run_dir: str | Path) -> RunData:
+    """Read what the report of ``run_dir`` shows (works on a running search too)."""
+    from .runstore import run_store_url
+
     run_dir = Path(run_dir)
     meta = _read_meta(run_dir)
-    config = SearchConfig.from_toml(run_dir / "config.toml")
-    out = Path(out) if out is not None else run_dir / "report"
+    config = _read_config(run_dir)
     run_id = meta["run_id"]
     store = _open_store(run_dir, meta)
     try:
@@ -320,28 +396,45 @@ def report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         evaluations = store.evaluations(run_id)
     finally:
         store.close()
-    tasks = list(config.tasks)
     baselines = {}
-    for t in tasks:
+    for t in config.tasks:
         rows = [e for e in evaluations if e["task"] == t and e["canonical"].startswith(BASELINE_PREFIX)
-                and e["metric"] is not None]
+                and e["metric"] is not None and e.get("generation", -1) == -1]  # not confirmation's seeds
         if rows:
             top = max(e["steps"] for e in rows)
             vals = [e["metric"] for e in rows if e["steps"] == top]
             baselines[t] = (rows[0]["canonical"][len(BASELINE_PREFIX):], sum(vals) / len(vals))
-    hof = _read_csv(run_dir / "hall_of_fame.csv")
-    front = _read_csv(run_dir / "pareto.csv")
-    space = _space(config)
+    url = run_store_url(run_dir, meta.get("store"), config.store)
+    return RunData(run_dir=run_dir, meta=meta, config=config, row=row, generations=generations,
+                   candidates=candidates, n_evaluations=len(evaluations), baselines=baselines,
+                   hof=_read_csv(run_dir / "hall_of_fame.csv"), front=_read_csv(run_dir / "pareto.csv"),
+                   confirmation=_read_json_list(run_dir / "confirmation.json"), studies=_studies(url, run_id),
+                   store_url=url, space=_space(config), saved=_saved_losses(run_id))
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, html: bool = True,
+           refresh: float | None = None) -> Report:
+    """Write the figures, ``report.md`` and (``html``) ``report.html`` of the run in
+    ``run_dir`` to ``out`` (default RUN_DIR/report); ``refresh``: seconds after which
+    the page reloads itself (for a running search)."""
+    data = read_run(run_dir)
+    out = Path(out) if out is not None else data.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
-    if generations:
-        figures["fitness"] = fitness_plot(generations, out / "fitness.png")
-        figures["filters"] = filters_plot(generations, out / "filters.png")
-    figures["pareto"] = pareto_plot(candidates, front, out / "pareto.png")
-    if hof:
-        figures["shapes"] = shapes_plot([r["expr"] for r in hof[:TOP_SHAPES]], space, out / "shapes.png")
-    text = _markdown(run_dir, meta, config, row, generations, hof, front, tasks, baselines, len(evaluations),
-                     figures, space, _saved_losses(run_id))
+    if data.generations:
+        figures["fitness"] = fitness_plot(data.generations, out / "fitness.png", data.config.generations)
+        figures["filters"] = filters_plot(data.generations, out / "filters.png")
+    figures["pareto"] = pareto_plot(data.candidates, data.front, out / "pareto.png")
+    if data.hof:
+        figures["shapes"] = shapes_plot([r["expr"] for r in data.hof[:TOP_SHAPES]], data.space, out / "shapes.png")
+    text = _markdown(data.run_dir, data.meta, data.config, data.row, data.generations, data.hof, data.front,
+                     data.tasks, data.baselines, data.n_evaluations, figures, data.space, data.saved)
     md = out / "report.md"
     md.write_text(text, encoding="utf-8")
-    return Report(run_dir=run_dir, out=out, run_id=run_id, markdown=md, figures=list(figures.values()))
+    page = None
+    if html:
+        from .html_report import write_html
+
+        page = write_html(data, figures, out / "report.html", refresh=refresh)
+    return Report(run_dir=data.run_dir, out=out, run_id=data.run_id, markdown=md, figures=list(figures.values()),
+                  html=page)

@@ -10,7 +10,6 @@ import torch
 
 from lossforge.losses import get, use_store
 from lossforge.losses.store import save_discovered
-from lossforge.search import SearchConfig, run
 from lossforge.search.report import loss_curves, report, shapes_plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -18,23 +17,16 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory):
-    base = tmp_path_factory.mktemp("report")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped: the per-test single-thread fixture is not active yet
-    try:
-        config = SearchConfig(tasks=["digits"], generations=2, population=8, steps=60, evaluator="local",
-                              loss_store=str(base / "store"))
-        result = run(config, run_dir=base / "run", quiet=True, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return result, config, base
+    from .report_run import shared_run
+
+    return shared_run(tmp_path_factory)
 
 
 def test_report_writes_figures_and_markdown(search, tmp_path):
     result, config, _ = search
     rep = report(result.run_dir, out=tmp_path / "rep")
     names = {p.name for p in rep.files}
-    assert names == {"fitness.png", "filters.png", "pareto.png", "shapes.png", "report.md"}
+    assert names == {"fitness.png", "filters.png", "pareto.png", "shapes.png", "report.md", "report.html"}
     for path in rep.figures:
         assert path.read_bytes()[:8] == PNG
     md = rep.markdown.read_text()
@@ -44,7 +36,8 @@ def test_report_writes_figures_and_markdown(search, tmp_path):
     assert f"`{result.hall_of_fame[0].expr}`" in md  # the best loss is listed
     assert "cross_entropy" in md                     # with the baseline it was measured against
     rows = [line for line in md.splitlines() if re.match(r"\| \d+ \| ", line)]
-    assert len([r for r in rows if r.count("|") > 10]) == config.generations  # one row per generation
+    # one row per generation, and one per batch of constant tuning
+    assert len([r for r in rows if r.count("|") > 10]) == config.generations + 1
     best = f"{result.generations[-1]['best']:.4f}"
     assert best in md
 
