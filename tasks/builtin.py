@@ -171,6 +171,33 @@ def _shapes() -> Task:
                 lr=3e-3, description="synthetic segmentation: noisy 16x16 images of rectangles and discs, per-pixel masks")
 
 
+def _mnist1d(name: str, model, noise: float = 0.0, steps: int = 1000, lr: float = 1e-2, note: str = "") -> Task:
+    from .mnist1d import mnist1d_splits
+
+    return Task(name, "multiclass", *mnist1d_splits(noise), metric="accuracy", model=model, steps=steps,
+                batch_size=100, lr=lr, description=f"MNIST-1D (Greydanus 2020, make_dataset): 40-step 1-D "
+                                                   f"sequences, 10 classes{note}")
+
+
+def _mnist1d_cnn() -> Task:
+    from .mnist1d import MNIST1DCNN
+
+    return _mnist1d("mnist1d", MNIST1DCNN, note="; the paper's 1-D CNN")
+
+
+def _mnist1d_noisy() -> Task:
+    from .mnist1d import MNIST1DCNN
+
+    return _mnist1d("mnist1d_noisy", MNIST1DCNN, noise=0.4,
+                    note="; 40% symmetric training-label noise, clean val/test; 1-D CNN")
+
+
+def _mnist1d_mlp() -> Task:
+    from .mnist1d import MNIST1DMLP
+
+    return _mnist1d("mnist1d_mlp", MNIST1DMLP, steps=1500, lr=1e-3, note="; the paper's MLP 100-100")
+
+
 BUILDERS: dict[str, Callable[[], Task]] = {
     "digits": _digits,
     "digits_noisy": _digits_noisy,
@@ -182,6 +209,9 @@ BUILDERS: dict[str, Callable[[], Task]] = {
     "quantile90": _quantile90,
     "sine": _sine,
     "shapes": _shapes,
+    "mnist1d": _mnist1d_cnn,
+    "mnist1d_noisy": _mnist1d_noisy,
+    "mnist1d_mlp": _mnist1d_mlp,
 }
 _BUILT: dict[str, Task] = {}
 
