@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lossforge.losses import Loss
+from lossforge.losses import Loss, get
 
 N, C = 12, 5
 CLASS_COUNTS = [500, 120, 40, 9, 3]
@@ -30,6 +30,17 @@ class Batch:
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def module(name: str, reduction: str, **params):
+    """The catalogue entry ``name`` as a module with this reduction."""
+    return get(name).module(reduction=reduction, **params)
+
+
+def close(actual, expected, **tol):
+    """``assert_close`` of tensors or numbers, both as float64."""
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
+                               torch.as_tensor(expected, dtype=torch.float64), **tol)
 
 
 def kind_of(loss: Loss) -> str:

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lossforge.losses import LossInputError, get
+from lossforge.losses import LossInputError
 
-from .helpers import generator
+from .helpers import close, generator, module
 
 kornia_losses = pytest.importorskip("kornia.losses")
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -20,15 +20,6 @@ def logits_and_labels(n: int = 40, scale: float = 3.0, seed: int = 0):
     z = torch.randn(n, generator=g, dtype=torch.float64) * scale
     t = torch.randint(0, 2, (n,), generator=g).to(torch.float64)
     return z, t
-
-
-def module(name: str, reduction: str, **params):
-    return get(name).module(reduction=reduction, **params)
-
-
-def close(actual, expected, **tol):
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
-                               torch.as_tensor(expected, dtype=torch.float64), **tol)
 
 
 # ------------------------------------------------------------------ cross-entropy family

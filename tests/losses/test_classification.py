@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lossforge.losses import LossInputError, LossParameterError, get
 
-from .helpers import CLASS_COUNTS, generator
+from .helpers import CLASS_COUNTS, close, generator, module
 
 kornia_losses = pytest.importorskip("kornia.losses")
 
@@ -23,15 +23,6 @@ def logits_and_labels(n: int = 30, classes: int = K, scale: float = 2.0, seed: i
     z = torch.randn(n, classes, *spatial, generator=g, dtype=torch.float64) * scale
     t = torch.randint(0, classes, (n, *spatial), generator=g)
     return z, t
-
-
-def module(name: str, reduction: str, **params):
-    return get(name).module(reduction=reduction, **params)
-
-
-def close(actual, expected, **tol):
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
-                               torch.as_tensor(expected, dtype=torch.float64), **tol)
 
 
 def p_true(z, t):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lossforge.losses import LossInputError, get
 
-from .helpers import generator
+from .helpers import close, generator, module
 
 kornia_losses = pytest.importorskip("kornia.losses")
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -23,15 +23,6 @@ def residual_pair(n: int = 40, scale: float = 3.0, seed: int = 0):
     g = generator(seed)
     return (torch.randn(n, generator=g, dtype=torch.float64) * scale,
             torch.randn(n, generator=g, dtype=torch.float64) * scale)
-
-
-def module(name: str, reduction: str, **params):
-    return get(name).module(reduction=reduction, **params)
-
-
-def close(actual, expected, **tol):
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
-                               torch.as_tensor(expected, dtype=torch.float64), **tol)
 
 
 # ------------------------------------------------------------------ torch.nn.functional

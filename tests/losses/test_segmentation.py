@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lossforge.losses import LossInputError, get
+from lossforge.losses import LossInputError
 
-from .helpers import generator
+from .helpers import close, generator, module
 
 kornia_losses = pytest.importorskip("kornia.losses")
 
@@ -23,15 +23,6 @@ def maps(classes: int = K, seed: int = 0, scale: float = 2.0):
     else:
         t = torch.randint(0, classes, (B, H, W), generator=g)
     return z, t
-
-
-def module(name: str, reduction: str, **params):
-    return get(name).module(reduction=reduction, **params)
-
-
-def close(actual, expected, **tol):
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
-                               torch.as_tensor(expected, dtype=torch.float64), **tol)
 
 
 def per_sample(reference, z, t, **kw):
