@@ -362,8 +362,17 @@ def _read_json_list(path: Path) -> list[dict]:
 
 
 def _studies(url: str, run_id: str) -> list[dict]:
-    """The Optuna studies this run keeps in its store (tuning and family searches)."""
+    """The Optuna studies this run keeps in its store (tuning and family searches).
+    Read-only: a store without Optuna's tables is not given them (Optuna would create them)."""
+    import sqlalchemy as sa
+
     try:
+        engine = sa.create_engine(url)
+        try:
+            if not sa.inspect(engine).has_table("studies"):
+                return []
+        finally:
+            engine.dispose()
         import optuna
 
         summaries = optuna.get_all_study_summaries(storage=url)
