@@ -98,28 +98,39 @@ def equivalents() -> dict[str, str]:
 
 
 def stage(work: Path, source: str, tests: list[str], tests_from: str | None = None) -> None:
-    """A copy of the package laid out as lossforge/<part>/ plus the tests and a mutmut config.
-
-    ``tests_from``: take tests/ from that git revision instead of the working tree
-    (the sources are always the working tree's), e.g. to measure a score before
-    tests were added."""
+    """A copy of the package laid out as lossforge/<part>/ plus the tests and a mutmut config."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".fuzz-canary*")
     for part in PACKAGES:
         shutil.copytree(ROOT / part, work / "lossforge" / part, ignore=ignore)
+    stage_tests(work, source, tests, tests_from)
+
+
+def stage_tests(work: Path, source: str, tests: list[str], tests_from: str | None = None) -> None:
+    """tests/ and the mutmut config.  ``tests_from``: take tests/ from that git revision
+    instead of the working tree (the sources are always the working tree's), e.g. to
+    measure the score before tests were added."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".fuzz-canary*")
+    for where in (work / "tests", work / "mutants" / "tests"):
+        if where.exists():
+            shutil.rmtree(where)
     if tests_from:
         archive = subprocess.run(["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(work)], input=archive.stdout, check=True)
     else:
         shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    if (work / "mutants").exists():  # a re-run: mutmut copies tests/ only when it creates mutants/
+        shutil.copytree(work / "tests", work / "mutants" / "tests")
     missing = [t for t in tests if not (work / t.split("::")[0]).exists()]
     tests = [t for t in tests if t not in missing]
     if missing:
         print(f"  (test files not present, skipped: {', '.join(missing)})")
+    if not tests:  # an empty selection would make pytest collect every test under mutants/
+        raise FileNotFoundError("none of the module's test files exist")
     toml_list = lambda xs: "[" + ", ".join(json.dumps(x) for x in xs) + "]"  # noqa: E731
-    (work / "pyproject.toml").write_text(
+    config = (
         "[tool.mutmut]\n"
         f'source_paths = ["lossforge"]\n'
         f"only_mutate = {toml_list(['lossforge/' + source])}\n"
@@ -130,6 +141,9 @@ def stage(work: Path, source: str, tests: list[str], tests_from: str | None = No
         "\n[tool.pytest.ini_options]\n"
         'markers = ["slow: long end-to-end runs"]\n'
     )
+    for where in (work, work / "mutants"):
+        if where.exists():
+            (where / "pyproject.toml").write_text(config)
 
 
 def load_results(work: Path, source: str) -> dict[str, str]:
@@ -148,17 +162,36 @@ def keep(name: str, module: str) -> bool:
     return any(func.endswith("_" + f) or func.endswith("\u01c1" + f) for f in only)
 
 
-def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from: str | None = None) -> dict:
+def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from: str | None = None,
+               again: bool = False, only_tests: list[str] | None = None) -> dict:
     source, tests = MODULES[module]
+    tests = only_tests or tests
     work = workroot / module
     print(f"== {module}: {source}  tests: {' '.join(tests)}", flush=True)
-    stage(work, source, tests, tests_from)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    env.pop("PYTHONPATH", None)
     names = ""
     if module in ONLY_FUNCTIONS:
         mod = "lossforge." + source[:-3].replace("/", ".")
         names = " ".join(f"'{mod}.x_{f}__mutmut_*'" for f in ONLY_FUNCTIONS[module])
+    previous = {k: v for k, v in load_results(work, source).items() if keep(k, module)} if again else {}
+    if previous:
+        # Re-test only what survived the last run in this workdir, against the current tests
+        # (the staged sources, hence the mutants, are the last run's; a mutant killed then
+        # stays killed, as tests were only added).  The test-to-function map is rebuilt.
+        stage_tests(work, source, tests, tests_from)
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        rerun = sorted(k for k, v in previous.items() if v not in KILLED)
+        print(f"  re-running the {len(rerun)} survivors of the previous run in {work}")
+        if not rerun:
+            return summarise(module, source, work, previous, 0.0, show, {})
+        names = " ".join(f"'{n}'" for n in rerun)
+    else:
+        try:
+            stage(work, source, tests, tests_from)
+        except FileNotFoundError as exc:
+            print(f"  not run: {exc}")
+            return summarise(module, source, work, {}, 0.0, False, {})
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONPATH", None)
     start = time.monotonic()
     cmd = f"timeout {timeout} mutmut run --max-children 1 {names}"
     proc = subprocess.run(cmd, shell=True, cwd=work, env=env, capture_output=True, text=True)
@@ -169,6 +202,11 @@ def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from
     if proc.returncode != 0 or not results:
         tail = "\n".join(log.splitlines()[-15:])
         print(f"  mutmut exited {proc.returncode} after {elapsed:.0f} s (124 = --timeout reached)\n{tail}")
+    return summarise(module, source, work, results, elapsed, show, env)
+
+
+def summarise(module: str, source: str, work: Path, results: dict[str, str], elapsed: float, show: bool,
+              env: dict) -> dict:
     eq = equivalents()
     counts: dict[str, int] = {}
     for status in results.values():
@@ -191,7 +229,8 @@ def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from
     for name in survivors:
         print(f"  survivor ({results[name]}): {name}")
         if show:
-            diff = subprocess.run(["mutmut", "show", name], cwd=work, env=env, capture_output=True, text=True)
+            diff = subprocess.run(["mutmut", "show", name], cwd=work, env=env or None, capture_output=True,
+                                  text=True)
             print("\n".join("      " + line for line in diff.stdout.splitlines()[1:]))
     return summary
 
@@ -205,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, help="staging folder (kept; default a temporary one, removed)")
     ap.add_argument("--show", action="store_true", help="print the diff of every survivor")
     ap.add_argument("--json", type=Path, help="also write the per-module summaries here")
+    ap.add_argument("--tests", nargs="+", metavar="PATH", help="run these tests instead of the module's selection "
+                                                             "(one module only)")
+    ap.add_argument("--again", action="store_true", help="in --workdir, re-test only the survivors of the last "
+                                                          "run there (after adding tests)")
     ap.add_argument("--tests-from", metavar="REV", help="run the tests of this git revision (e.g. to measure "
                                                         "the score before tests were added)")
     args = ap.parse_args(argv)
@@ -217,11 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     if shutil.which("mutmut") is None:
         ap.error("mutmut is not installed; pip install -e '.[mutation]'")
+    if args.tests and len(args.modules) != 1:
+        ap.error("--tests needs exactly one module")
+    if args.again and args.workdir is None:
+        ap.error("--again needs the --workdir of the previous run")
     workroot = args.workdir or Path(tempfile.mkdtemp(prefix="lossforge-mutation-"))
     summaries = []
     try:
         for module in args.modules or list(MODULES):
-            summaries.append(run_module(module, workroot, args.timeout, args.show, args.tests_from))
+            summaries.append(run_module(module, workroot, args.timeout, args.show, args.tests_from, args.again,
+                                        args.tests))
     finally:
         if args.workdir is None:
             shutil.rmtree(workroot, ignore_errors=True)
