@@ -95,16 +95,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_expression(expr, args: argparse.Namespace) -> str:
-    from lossforge import losses
-    from lossforge.losses import ExportError
+    from lossforge.losses import ExportError, export_expression
 
     if args.kind is None:
         raise ExportError(f"exporting the expression {expr} needs --kind multiclass, binary or regression (the "
                           "module's convention: logits and class indices, logits and 0/1 targets, or predictions)")
-    export_expression = getattr(losses, "export_expression", None)
-    if export_expression is None:
-        raise ExportError("this lossforge has no lossforge.losses.export_expression yet; keep the expression "
-                          "with `lossforge store add EXPR --kind KIND --name NAME`, then `lossforge export NAME`")
     return export_expression(expr, kind=args.kind, format=args.format)
 
 

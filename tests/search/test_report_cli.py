@@ -128,3 +128,23 @@ def test_the_best_loss_goes_to_the_store_and_exports(search, tmp_path, capsys):
         with use_store(store):
             rep = report(result.run_dir, out=tmp_path / "with_store")
         assert result.saved[0] in rep.markdown.read_text()
+
+
+def test_export_an_expression(tmp_path, capsys):
+    from lossforge.search.cli import main
+
+    target = tmp_path / "sq.py"
+    assert main(["export", "(p - y)**2", "--kind", "regression", "-o", str(target)]) == 0
+    spec = importlib.util.spec_from_file_location("sq_export", target)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    p, y = torch.randn(7, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    assert torch.allclose(module.custom_loss(p, y, reduction="none"), (p - y) ** 2)
+    assert main(["export", "-y*log(p)", "--kind", "binary", "--format", "latex"]) == 0  # a leading '-' is a value
+    assert "\\log" in capsys.readouterr().out
+    for argv, needle in ((["export", "(p - y", "--kind", "regression"], "'(' was never closed"),
+                         (["export", "(p - y)**2"], "needs --kind"),
+                         (["export", "hubr"], "unknown loss 'hubr' (did you mean 'huber'?)")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1 and "Traceback" not in err
