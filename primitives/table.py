@@ -139,6 +139,14 @@ def register(prim: Primitive, *, probe_row: bool = True, replace: bool = False) 
         raise PrimitiveError(f"primitive '{prim.name}' has arity {prim.arity}; only 1 and 2 are supported")
     if probe_row:
         probe(prim)
+    old = _TABLE.get(prim.name)
+    if old is not None and prim.torch is not old.torch:
+        # A row copied from the old one with a new torch form (dataclasses.replace):
+        # the old derivative and export code were written for the old form.
+        if prim.derivative is old.derivative:
+            prim = dataclasses.replace(prim, derivative=None)
+        if prim.export == old.export and prim.export_source == old.export_source:
+            prim = dataclasses.replace(prim, export=None, export_source="", export_note="")
     if prim.export is None:
         template, source = _derived_export(prim.torch, prim.arity)
         if template is not None:

@@ -132,3 +132,29 @@ def test_a_lambda_torch_form_needs_an_export_form(tmp_path):
         unregister("twice")
     with pytest.raises(ExportError, match="kind 'multiclas' is not one of"):
         export_expression("p", kind="multiclas")
+
+
+def test_a_built_in_redefined_with_a_new_torch_form_drops_the_old_rule_and_export(tmp_path):
+    import dataclasses
+
+    from lossforge.primitives import get_primitive
+
+    original = get_primitive("tanh")
+
+    def softsign(x: torch.Tensor) -> torch.Tensor:
+        return x / (1 + x.abs())
+
+    try:
+        row = register(dataclasses.replace(original, torch=softsign, domain=lambda a: False), replace=True)
+        assert row.derivative is None and row.export == "softsign({0})"
+        e = parse("tanh(p - y)")
+        p = torch.linspace(-3, 3, 13, dtype=torch.float64, requires_grad=True)
+        y = torch.zeros(13, dtype=torch.float64)
+        softsign(p - y).sum().backward()
+        values, derivatives = PopulationProgram([e.compile()]).evaluate(p.detach()[None], y)
+        torch.testing.assert_close(values[0], softsign(p.detach()))
+        torch.testing.assert_close(derivatives[0], p.grad)
+        assert "def softsign(" in export_expression(e, kind="regression")
+    finally:
+        register(original, replace=True)
+    assert get_primitive("tanh").derivative is original.derivative
