@@ -27,11 +27,11 @@ from lossforge.primitives.version import lossforge_version
 from .checkpoint import atomic_write_text, read_checkpoint, write_checkpoint
 from .config import SearchConfig
 from .errors import ConfigError, StorageError
-from .evaluators import make_evaluator
+from .evaluators import InfraError, make_evaluator
 from .filters import CandidateFilter
 from .halloffame import Entry, HallOfFame
 from .progress import Progress
-from .runstore import RunStore, default_store_url
+from .runstore import LOCAL_STORE, RunStore, run_store_url
 from .scoring import Scorer
 from .strategies import make_strategy
 
@@ -98,7 +98,7 @@ def run(config: SearchConfig, run_dir: str | Path | None = None, *, quiet: bool 
         "run_id": run_id,
         "created": time.time(),
         "version": lossforge_version(),
-        "store": config.store or default_store_url(run_dir),
+        "store": config.store or LOCAL_STORE,  # a run-local store: relative to the run directory
         "config_digest": config.digest(),
         "eval_seeds": derive_seeds(config.seed, config.eval_seeds, 1),
         "strategy_seed": derive_seeds(config.seed, 1, 2)[0],
@@ -229,6 +229,7 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
         strategy.set_viability(cfilter.viable)
     hof = HallOfFame(config.hall_of_fame)
     bar = Progress(config, quiet=quiet, enabled=progress)
+    bar.watch(evaluator)  # workers busy on the progress line; where the Ray dashboard is
     scorer = Scorer(config=config, tasks=tasks, evaluator=evaluator, store=store, run_id=meta["run_id"],
                     seeds=meta["eval_seeds"], candidate_filter=cfilter, on_progress=bar.evaluated)
     start = 0

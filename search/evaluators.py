@@ -7,7 +7,14 @@ process, for tests and debugging) and :class:`RayEvaluator` (a local Ray
 instance by default, a cluster via ``address`` or ``RAY_ADDRESS``).
 
 Neither ever raises for a failing candidate or worker: failures come back as
-outcomes with status ``error`` and a reason, so a generation always completes.
+outcomes with a status and a reason, so every job of a generation is accounted
+for.  A candidate's own fault (an exception, NaN, its time limit) is status
+``error``.  An infrastructure fault (the worker process or its node died, an
+object was lost, a job was cancelled by Ray) is no property of the candidate:
+the job is retried with exponential backoff, and when its retries are spent it
+comes back with status ``infra`` (:data:`INFRA`), which the scorer never uses as
+fitness -- it stops the run with :class:`InfraError` instead, and ``--resume``
+re-runs exactly those evaluations.
 """
 from __future__ import annotations
 
@@ -17,7 +24,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Protocol, Sequence
 
+from .errors import EvaluationError
+from .runstore import INFRA
+
 LOSS_PREFIX = "loss:"
+
+
+class InfraError(EvaluationError):
+    """Evaluations were lost to the infrastructure (workers or nodes died) more
+    often than ``max_retries`` allows; the run stops, resumable."""
+
+    exit_status = 3
+
+    def __init__(self, message: str, generation: int | None = None, lost: int = 0):
+        super().__init__(message)
+        self.generation = generation
+        self.lost = lost
+
+    @classmethod
+    def from_reports(cls, reports: Sequence["JobReport"], generation: int) -> "InfraError":
+        n = sum(len(r.job.entries) for r in reports)
+        where = "the baselines" if generation < 0 else f"generation {generation + 1}"
+        return cls(f"{n} evaluation(s) of {where} were lost to the infrastructure after "
+                   f"{reports[0].attempts - 1} retries ({reports[0].failure.split(': ', 1)[-1]}); "
+                   "no candidate was scored from them", generation=generation, lost=n)
 
 
 @dataclass(frozen=True)
@@ -36,7 +66,7 @@ class Job:
 @dataclass
 class Outcome:
     metric: float | None
-    status: str            # ok | diverged | error
+    status: str            # ok | diverged | error | infra
     error: str | None = None
     train_time: float = 0.0
 
@@ -50,6 +80,11 @@ class JobReport:
     attempts: int = 1
     failure: str | None = None      # set when the whole job failed (worker death, time limit)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def infra(self) -> bool:
+        """Lost to the infrastructure, not failed by its candidates."""
+        return self.failure is not None and any(o.status == INFRA for o in self.outcomes)
 
 
 def _worker_name() -> str:
@@ -97,8 +132,19 @@ def run_job(task, job: Job, threads: int | None = None, time_limit: float | None
         torch.set_num_threads(previous)
 
 
-def failed_report(job: Job, reason: str, attempts: int = 1) -> JobReport:
-    return JobReport(job, [Outcome(None, "error", reason) for _ in job.entries], failure=reason, attempts=attempts)
+def failed_report(job: Job, reason: str, attempts: int = 1, status: str = "error") -> JobReport:
+    return JobReport(job, [Outcome(None, status, reason) for _ in job.entries], failure=reason, attempts=attempts)
+
+
+def _infra_exceptions():
+    """Ray's exceptions that mean the infrastructure failed, not the job's code."""
+    from ray import exceptions as rx
+
+    names = ("WorkerCrashedError", "NodeDiedError", "ObjectLostError", "OwnerDiedError", "ObjectFetchTimedOutError",
+             "ReferenceCountingAssertionError", "ObjectReconstructionFailedError", "LocalRayletDiedError",
+             "RaySystemError", "OutOfMemoryError", "TaskCancelledError", "ActorDiedError", "ActorUnavailableError",
+             "NodeDiedError", "TaskUnschedulableError", "RuntimeEnvSetupError")
+    return tuple({getattr(rx, n) for n in names if isinstance(getattr(rx, n, None), type)})
 
 
 class Evaluator(Protocol):
@@ -126,6 +172,17 @@ class LocalEvaluator:
         pass
 
 
+def _put_task(ray, name: str, task):
+    """The task into the object store once; a task that cannot be pickled gets one clear error."""
+    try:
+        return ray.put(task)
+    except Exception as exc:
+        raise EvaluationError(f"task '{name}' cannot be sent to Ray workers: it does not pickle "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}). Define "
+                              "its model as a module-level nn.Module class or factory function (no open files, locks "
+                              "or generators in it), or run with --local") from None
+
+
 def _ray_run_job(task, job: Job, threads, time_limit) -> JobReport:
     return run_job(task, job, threads, time_limit)
 
@@ -148,13 +205,22 @@ class RayEvaluator:
     goes to the object store once.  A worker that dies is retried by Ray
     (``max_retries``); a job that outlives ``time_limit`` (plus a grace
     period) is cancelled and its candidates recorded as failed.
+
+    Retries of infrastructure faults are this class's, not Ray's (whose are
+    immediate): a job lost to a dead worker or node is resubmitted after
+    ``BACKOFF * 2**k`` seconds (at most ``MAX_BACKOFF``), up to ``max_retries``
+    times, while the other jobs keep running; then it is reported with status
+    ``infra``.  ``busy`` is the number of jobs running now, ``busy_seconds``
+    the worker-seconds spent running jobs (for utilisation).
     """
 
     GRACE = 30.0
+    BACKOFF = 1.0
+    MAX_BACKOFF = 30.0
 
     def __init__(self, tasks: Mapping[str, object], *, workers: int | None = None, address: str | None = None,
                  cpus_per_eval: float = 1.0, gpus_per_eval: float = 0.0, time_limit: float | None = None,
-                 max_retries: int = 3, warm: bool = True):
+                 max_retries: int = 3, warm: bool = True, py_modules: Sequence[str] = ()):
         import ray
 
         self.ray = ray
@@ -163,11 +229,14 @@ class RayEvaluator:
             address = address or os.environ.get("RAY_ADDRESS") or None
             kwargs = dict(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                           ignore_reinit_error=True)
+            if py_modules:  # the user's task and model modules travel with the job (not installed on workers)
+                kwargs["runtime_env"] = {"py_modules": list(py_modules)}
             if address:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
             self._owns = True
+        self.dashboard_url = _dashboard_url()
         self.cpus_per_eval = cpus_per_eval
         self.threads = max(1, int(cpus_per_eval))
         self.time_limit = time_limit
@@ -177,43 +246,92 @@ class RayEvaluator:
         if gpus_per_eval > 0:
             slots = min(slots, int(ray.cluster_resources().get("GPU", 0) // gpus_per_eval) or 1)
         self.parallelism = max(1, min(slots, workers) if workers else slots)
-        self.task_refs = {name: ray.put(task) for name, task in tasks.items()}
+        self.task_refs = {name: _put_task(ray, name, task) for name, task in tasks.items()}
+        if py_modules and not self._owns:
+            import warnings
+
+            warnings.warn(f"Ray was initialised before the search, so lossforge cannot ship {', '.join(py_modules)} "
+                          "to the workers; they must be importable there (pass runtime_env={'py_modules': [...]} "
+                          "to your ray.init)", stacklevel=2)
+        self.busy = 0
+        self.busy_seconds = 0.0
+        self.infra_retries = 0
         self._remote = ray.remote(_ray_run_job).options(
-            num_cpus=cpus_per_eval, num_gpus=gpus_per_eval, max_retries=max_retries, retry_exceptions=False)
+            num_cpus=cpus_per_eval, num_gpus=gpus_per_eval, max_retries=0, retry_exceptions=False)
         if warm:
             warm_fn = ray.remote(_ray_warm).options(num_cpus=cpus_per_eval, num_gpus=gpus_per_eval)
             ray.get([warm_fn.remote() for _ in range(self.parallelism)])
 
     def map(self, jobs: Sequence[Job]) -> Iterator[JobReport]:
         ray = self.ray
-        from ray.exceptions import GetTimeoutError, RayError, TaskCancelledError
+        from ray.exceptions import GetTimeoutError, RayError
 
+        infra_errors = _infra_exceptions()
         pending = list(jobs)[::-1]
-        inflight: dict = {}
+        retry: list[tuple[float, Job, int]] = []       # (not before, job, attempts so far)
+        inflight: dict = {}                           # ref -> (job, started, attempts so far)
         limit = None if self.time_limit is None else self.time_limit * 1.2 + self.GRACE
-        while pending or inflight:
-            while pending and len(inflight) < self.parallelism:
-                job = pending.pop()
-                ref = self._remote.remote(self.task_refs[job.task], job, self.threads, self.time_limit)
-                inflight[ref] = (job, time.monotonic())
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-            for ref in ready:
-                job, _started = inflight.pop(ref)
-                try:
-                    yield ray.get(ref)
-                except TaskCancelledError:
-                    yield failed_report(job, f"cancelled after exceeding the time limit of {self.time_limit:g} s")
-                except (RayError, GetTimeoutError) as exc:
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    yield failed_report(job, f"worker failed after {self.max_retries} retries: {type(exc).__name__}: "
-                                             f"{reason[:300]}", attempts=self.max_retries + 1)
-            if limit is not None:
+        last = time.monotonic()
+        try:
+            while pending or inflight or retry:
                 now = time.monotonic()
-                for ref, (job, started) in list(inflight.items()):
-                    if now - started > limit:
-                        ray.cancel(ref, force=True)
-                        inflight.pop(ref)
-                        yield failed_report(job, f"cancelled after exceeding the time limit of {self.time_limit:g} s")
+                while len(inflight) < self.parallelism and (pending or (retry and retry[0][0] <= now)):
+                    if retry and retry[0][0] <= now:
+                        _, job, attempts = retry.pop(0)
+                    else:
+                        job, attempts = pending.pop(), 0
+                    ref = self._submit(job)
+                    inflight[ref] = (job, time.monotonic(), attempts)
+                    self.busy = len(inflight)
+                wait = 1.0 if not retry or inflight else max(0.01, retry[0][0] - now)
+                ready = ray.wait(list(inflight), num_returns=1, timeout=min(wait, 1.0))[0] if inflight else []
+                if not inflight:
+                    time.sleep(min(wait, 1.0))
+                now = time.monotonic()
+                self.busy_seconds += len(inflight) * (now - last)
+                last = now
+                for ref in ready:
+                    job, _started, attempts = inflight.pop(ref)
+                    self.busy = len(inflight)
+                    try:
+                        report = self._report(ray.get(ref), job)
+                    except infra_errors as exc:
+                        if attempts < self.max_retries:
+                            self.infra_retries += 1
+                            delay = min(self.BACKOFF * 2 ** attempts, self.MAX_BACKOFF)
+                            retry.append((time.monotonic() + delay, job, attempts + 1))
+                            retry.sort(key=lambda r: r[0])
+                            continue
+                        yield failed_report(job, f"lost to the infrastructure after {self.max_retries} retries: "
+                                                 f"{_reason(exc)}", attempts=attempts + 1, status=INFRA)
+                        continue
+                    except (RayError, GetTimeoutError) as exc:  # the job's own code failed on the worker
+                        yield failed_report(job, f"the job failed on its worker: {_reason(exc)}",
+                                            attempts=attempts + 1)
+                        continue
+                    report.attempts = attempts + 1
+                    yield report
+                if limit is not None:
+                    now = time.monotonic()
+                    for ref, (job, started, attempts) in list(inflight.items()):
+                        if now - started > limit:
+                            ray.cancel(ref, force=True)
+                            inflight.pop(ref)
+                            self.busy = len(inflight)
+                            yield failed_report(job, f"cancelled after exceeding the time limit of "
+                                                     f"{self.time_limit:g} s", attempts=attempts + 1)
+        finally:
+            for ref in inflight:  # an interrupted map leaves nothing running
+                ray.cancel(ref, force=True)
+            self.busy = 0
+
+    def _submit(self, job: Job):
+        """Start one job on a worker; returns its object ref."""
+        return self._remote.remote(self.task_refs[job.task], job, self.threads, self.time_limit)
+
+    def _report(self, value, job: Job) -> JobReport:
+        """The worker's return value as a report (a seam for stand-in jobs in benchmarks)."""
+        return value
 
     def close(self) -> None:
         if self._owns and self.ray.is_initialized():
@@ -221,11 +339,32 @@ class RayEvaluator:
         self._owns = False
 
 
+def _dashboard_url() -> str | None:
+    """Where the Ray dashboard of the cluster this driver joined is, if one runs
+    (a cluster started with ``ray[default]``: ``lossforge[cluster]``)."""
+    try:
+        from ray._private.worker import get_dashboard_url
+
+        url = get_dashboard_url()
+    except Exception:  # an internal API: never let it stop a search
+        return None
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first[:300]}" if first else type(exc).__name__
+
+
 def make_evaluator(kind: str, tasks: Mapping[str, object], *, workers=None, address=None, cpus_per_eval=1.0,
-                   gpus_per_eval=0.0, time_limit=None, max_retries=3):
+                   gpus_per_eval=0.0, time_limit=None, max_retries=3, py_modules: Sequence[str] = ()):
     if kind == "local":
         return LocalEvaluator(tasks, threads=max(1, int(cpus_per_eval)), time_limit=time_limit)
     if kind == "ray":
         return RayEvaluator(tasks, workers=workers, address=address, cpus_per_eval=cpus_per_eval,
-                            gpus_per_eval=gpus_per_eval, time_limit=time_limit, max_retries=max_retries)
+                            gpus_per_eval=gpus_per_eval, time_limit=time_limit, max_retries=max_retries,
+                            py_modules=py_modules)
     raise ValueError(f"unknown evaluator '{kind}'; use 'ray' or 'local'")

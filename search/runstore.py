@@ -404,3 +404,14 @@ def store_size_bytes(url: str) -> int:
         if os.path.exists(p):
             total += os.path.getsize(p)
     return total
+
+
+def store_of_run(run_dir: str | Path) -> tuple[RunStore, str]:
+    """The store of the run in ``run_dir`` and the run's id (for scripts and
+    notebooks reading a finished run)."""
+    from .config import SearchConfig
+
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    configured = SearchConfig.from_toml(run_dir / "config.toml").store
+    return open_run_store(run_dir, meta.get("store"), configured), meta["run_id"]

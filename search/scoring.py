@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from lossforge.primitives import Expr
 
-from .evaluators import LOSS_PREFIX, Job
+from .evaluators import LOSS_PREFIX, InfraError, Job
 from .filters import CandidateFilter, Verdict, count_reasons
 from .fitness import REJECTED_FITNESS, aggregate, task_score
 
@@ -120,8 +120,11 @@ class Scorer:
         canon_of = {t: c for c, t in new}
         if jobs:
             t0 = time.perf_counter()
+            lost = []  # jobs lost to the infrastructure: recorded as such, never scored; the run stops
             for report in self.evaluator.map(jobs):
                 job = report.job
+                if report.infra:
+                    lost.append(report)
                 rows = []
                 for text, outcome in zip(job.entries, report.outcomes):
                     row = dict(run_id=self.run_id, generation=generation, canonical=canon_of[text], expr=text,
@@ -135,6 +138,8 @@ class Scorer:
                 self.worker_wall += report.wall_time
                 self.on_progress(len(rows))
             self.ray_wall += time.perf_counter() - t0
+            if lost:
+                raise InfraError.from_reports(lost, generation)
         return {(c, t, s, st): row for (c, t, s, st, _sp), row in cached.items()}
 
     def _metrics(self, canon: str, results: dict, steps_by_task: dict) -> dict[str, float | None]:

@@ -10,7 +10,7 @@ import pytest
 
 from lossforge.search import SearchConfig
 from lossforge.search.fitness import aggregate, task_score
-from lossforge.search.runstore import RunStore
+from lossforge.search.runstore import RunStore, store_of_run
 
 TRAINED = ("ok", "failed")  # candidate statuses trained under their own canonical form
 
@@ -25,8 +25,7 @@ def small_config(**changes) -> SearchConfig:
 
 
 def open_store(run_dir: Path) -> tuple[RunStore, str]:
-    meta = json.loads((Path(run_dir) / "run.json").read_text())
-    return RunStore(meta["store"]), meta["run_id"]
+    return store_of_run(run_dir)
 
 
 def full_steps(config: SearchConfig) -> dict[str, int]:

@@ -29,7 +29,7 @@ from lossforge.search import SearchConfig, resume, run
 from lossforge.search.checkpoint import read_checkpoint, write_checkpoint
 from lossforge.search.cli import main
 from lossforge.search.errors import StorageError
-from lossforge.search.evaluators import Job, LocalEvaluator, RayEvaluator, run_job
+from lossforge.search.evaluators import InfraError, Job, LocalEvaluator, RayEvaluator, run_job
 from lossforge.tasks import Result, Task
 from lossforge.tasks import get as get_task
 
@@ -52,13 +52,16 @@ class FaultyTask:
     ``slow`` (a million times the budget, so the time limit must stop it),
     ``hang`` (sleeps, ignoring the time limit), ``die`` (SIGKILLs its worker
     process every time), ``die_once`` (SIGKILLs its worker on the first attempt
-    only: ``marker`` records that it happened, so the retry succeeds).
+    only: ``marker`` records that it happened, so the retry succeeds), ``die_n``
+    (SIGKILLs its worker on the first ``kills`` attempts: ``marker-0``,
+    ``marker-1``, ... record them).
     """
 
-    def __init__(self, task: Task, faults: dict[str, str], marker: str | None = None):
+    def __init__(self, task: Task, faults: dict[str, str], marker: str | None = None, kills: int = 1):
         self.task = task
         self.faults = dict(faults)
         self.marker = marker
+        self.kills = kills
 
     def __getattr__(self, name):
         if name == "task":  # unpickling: no recursion before __dict__ is set
@@ -84,6 +87,13 @@ class FaultyTask:
                 except FileExistsError:
                     pass  # the retry: behave
                 else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if kind == "die_n":
+                for k in range(self.kills):
+                    try:
+                        os.close(os.open(f"{self.marker}-{k}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    except FileExistsError:
+                        continue
                     os.kill(os.getpid(), signal.SIGKILL)
             if kind in ("nan", "inf"):
                 value = math.nan if kind == "nan" else math.inf
@@ -257,29 +267,84 @@ def test_ray_cancels_a_hung_job_and_gives_up_on_one_that_kills_every_worker(ray_
         finally:
             evaluator.close()
     hung, dead = reports
-    assert "cancelled after exceeding the time limit of 0.5 s" in hung.failure
-    assert "worker failed after 0 retries" in dead.failure
-    for report in (hung, dead):
+    assert "cancelled after exceeding the time limit of 0.5 s" in hung.failure and not hung.infra
+    assert "lost to the infrastructure after 0 retries: WorkerCrashedError" in dead.failure and dead.infra
+    for report, status in ((hung, "error"), (dead, "infra")):  # a time limit is the candidate's; a death is not
         (outcome,) = report.outcomes
-        assert outcome.status == "error" and outcome.metric is None and outcome.error == report.failure
+        assert outcome.status == status and outcome.metric is None and outcome.error == report.failure
 
 
 @pytest.mark.slow
-def test_a_search_with_a_hung_job_and_a_job_that_kills_every_worker_completes(ray_cluster, tmp_path, monkeypatch):
+def test_a_search_with_a_hung_job_completes_and_one_that_kills_every_worker_stops_it(ray_cluster, tmp_path,
+                                                                                      monkeypatch):
     monkeypatch.setattr(RayEvaluator, "GRACE", 1.0)  # cancel 1.2 x time_limit + 1 s after the start
-    faults = {canonical("focal"): "hang", canonical("poly1"): "die"}
-    config = faulty_config(evaluator="ray", generations=1, max_retries=1, time_limit=10.0)
+    monkeypatch.setattr(RayEvaluator, "BACKOFF", 0.1)
+    config = faulty_config(evaluator="ray", generations=1, max_retries=1, time_limit=10.0, confirm_top=0)
     t0 = time.perf_counter()
-    result = _ray_run(config, tmp_path / "run", FaultyTask(get_task("digits"), faults))
+    result = _ray_run(config, tmp_path / "run", FaultyTask(get_task("digits"), {canonical("focal"): "hang"}))
     assert time.perf_counter() - t0 < 300
-
     check_finished_run(result, config)
     evals, cands = rows_by_canonical(result.run_dir)
-    hung, dead = evals[canonical("focal")], evals[canonical("poly1")]
+    hung = evals[canonical("focal")]
     assert hung["status"] == "error" and "cancelled after exceeding the time limit of 10 s" in hung["error"]
-    assert dead["status"] == "error" and "worker failed after 1 retries" in dead["error"]
-    assert cands[canonical("focal")]["status"] == cands[canonical("poly1")]["status"] == "failed"
+    assert cands[canonical("focal")]["status"] == "failed"
     assert evals[canonical("cross_entropy")]["status"] == "ok"
+
+    with pytest.raises(InfraError, match="lost to the infrastructure after 1 retries"):
+        _ray_run(config, tmp_path / "dies", FaultyTask(get_task("digits"), {canonical("poly1"): "die"}))
+    evals, _ = rows_by_canonical(tmp_path / "dies")
+    assert evals[canonical("poly1")]["status"] == "infra"
+
+
+def test_a_job_killed_more_often_than_max_retries_stops_the_run_and_resume_gives_the_undisturbed_result(
+        ray_cluster, tmp_path, monkeypatch, capsys):
+    """The job training ``focal`` kills its worker 3 times with max_retries = 2: the
+    run stops (exit 3, one line), the lost evaluations are recorded as ``infra`` and
+    never scored, and ``--resume`` re-runs exactly those, ending with the hall of
+    fame and the evaluations of an undisturbed run."""
+    import lossforge.tasks
+
+    from .search_checks import evaluation_key, open_store
+
+    monkeypatch.setattr(RayEvaluator, "BACKOFF", 0.05)
+    config = faulty_config(evaluator="ray", chunk_size=2, max_retries=2, workers=2, confirm_top=0)
+    plain = _ray_run(config, tmp_path / "plain", FaultyTask(get_task("digits"), {}))
+
+    faulty = FaultyTask(get_task("digits"), {canonical("focal"): "die_n"}, marker=str(tmp_path / "kill"), kills=3)
+    real_get = lossforge.tasks.get
+    monkeypatch.setattr(lossforge.tasks, "get", lambda name: faulty if name == "digits" else real_get(name))
+    cfg = tmp_path / "search.toml"
+    cfg.write_text(config.to_toml())
+    run_dir = tmp_path / "run"
+    assert main(["search", str(cfg), "--run-dir", str(run_dir), "--quiet"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lossforge: error: 2 evaluation(s) of generation 1 were lost to the infrastructure "
+                              "after 2 retries (WorkerCrashedError") and f"--resume {run_dir}" in err[-1], err
+    assert all(not line.startswith("lossforge:") for line in err[:-1])
+    assert sorted(p.name for p in tmp_path.glob("kill-*")) == ["kill-0", "kill-1", "kill-2"]
+    store, run_id = open_store(run_dir)
+    try:
+        assert store.run_row(run_id)["status"] == "stopped"
+        lost = [r for r in store.evaluations(run_id) if r["status"] == "infra"]
+        assert {r["canonical"] for r in lost} >= {canonical("focal")} and len(lost) == 2
+        assert all("WorkerCrashedError" in r["error"] and r["metric"] is None for r in lost)
+        assert store.generations(run_id) == []  # nothing was scored from generation 1
+    finally:
+        store.close()
+    assert not (run_dir / "checkpoint.json").exists()
+
+    assert main(["search", "--resume", str(run_dir), "--quiet"]) == 0
+    resumed_store, _ = open_store(run_dir)
+    plain_store, plain_id = open_store(plain.run_dir)
+    try:
+        assert evaluation_key(resumed_store, run_id) == evaluation_key(plain_store, plain_id)
+        assert not [r for r in resumed_store.evaluations(run_id) if r["status"] == "infra"]
+        assert resumed_store.run_row(run_id)["status"] == "finished"
+    finally:
+        resumed_store.close()
+        plain_store.close()
+    assert (run_dir / "hall_of_fame.csv").read_text() == (plain.run_dir / "hall_of_fame.csv").read_text()
+    assert sorted(p.name for p in tmp_path.glob("kill-*")) == ["kill-0", "kill-1", "kill-2"]  # no more kills
 
 
 # ----------------------------------------------------------------------------- a damaged run directory
@@ -350,6 +415,53 @@ def test_an_intact_copy_of_a_run_directory_resumes_from_its_own_store(finished_r
     result = resume(run_dir, quiet=True)
     assert result.evaluations > 0 and result.hall_of_fame
     assert _snapshot(finished_run) == original  # the copy did not write to the original's runs.db
+
+
+def test_report_and_resume_of_a_copy_read_the_copy_and_never_touch_the_original(finished_run, tmp_path):
+    from lossforge.search.report import _open_store
+
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    assert json.loads((copy / "run.json").read_text())["store"] == "runs.db"  # recorded relative to the run
+    original = _snapshot(finished_run)
+    store, run_id = open_store(copy)
+    try:  # mark the copy's own store, to see which one the report read
+        store.set_status(run_id, "copy-marker")
+    finally:
+        store.close()
+    reader = _open_store(copy, json.loads((copy / "run.json").read_text()))  # what `lossforge report` reads
+    try:
+        assert reader.run_row(run_id)["status"] == "copy-marker"
+    finally:
+        reader.close()
+    resume(copy, quiet=True)
+    assert _snapshot(finished_run) == original
+    store, _ = open_store(finished_run)
+    try:
+        assert store.run_row(run_id)["status"] == "finished"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("damage, fragment", [("deleted", "is missing or empty"), ("emptied", "is missing or empty"),
+                                              ("truncated", "cannot be opened")])
+def test_report_of_a_copy_whose_run_store_is_missing_or_damaged_is_exit_2_naming_the_file(
+        damage, fragment, finished_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    db = copy / "runs.db"
+    if damage == "deleted":
+        db.unlink()
+    elif damage == "emptied":
+        db.write_bytes(b"")
+    else:
+        _truncate(db, 0.5)
+    original = _snapshot(finished_run)
+    for argv in (["report", str(copy)], ["search", "--resume", str(copy), "--local", "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(db) in err and fragment in err, err
+    assert _snapshot(finished_run) == original
 
 
 def _another_run(tmp_path) -> Path:
