@@ -235,7 +235,8 @@ def export_expression(expr: Expr | str, kind: str = "multiclass", format: str = 
     e = as_expr(expr)
     if format == "py":
         return module_source(name, e, kind, title="a loss expression exported by lossforge.",
-                             comments=[f"Expression: {e} (canonical form: {e.canonical})"], version=lossforge_version())
+                             comments=[f"Expression: {e} (canonical form: {e.canonical})"], version=lossforge_version(),
+                             command=f"lossforge export '{e}' --kind {kind} --format py")
     if format == "latex":
         return e.latex() + "\n"
     if format == "sympy":
