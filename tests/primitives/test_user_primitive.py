@@ -158,3 +158,26 @@ def test_a_built_in_redefined_with_a_new_torch_form_drops_the_old_rule_and_expor
     finally:
         register(original, replace=True)
     assert get_primitive("tanh").derivative is original.derivative
+
+
+def test_a_user_row_with_a_derivative_rule_is_used_by_the_population_program():
+    calls = []
+
+    def rule_asinh(a, ta, ov, ot, z):  # the convention of lossforge.primitives.derivatives
+        calls.append(a.shape)
+        torch.asinh(a, out=ov)
+        torch.mul(ta, torch.rsqrt(1 + a * a), out=ot)
+
+    register(Primitive(name="asinh", arity=1, sympy=sympy.asinh, torch=torch.asinh, complexity=2, head=sympy.asinh,
+                       derivative=rule_asinh))
+    try:
+        e = parse("asinh(p*y)")
+        p = torch.linspace(-3, 3, 13, dtype=torch.float64, requires_grad=True)
+        y = torch.full((13,), 0.5, dtype=torch.float64)
+        torch.asinh(p * y).sum().backward()
+        values, derivatives = PopulationProgram([e.compile()]).evaluate(p.detach()[None], y)
+        assert calls
+        torch.testing.assert_close(values[0], torch.asinh(p.detach() * y))
+        torch.testing.assert_close(derivatives[0], p.grad)
+    finally:
+        unregister("asinh")
