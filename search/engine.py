@@ -253,8 +253,13 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
     for gen in range(start, config.generations):
         t0 = time.perf_counter()
         proposals = strategy.ask()
+        if config.constant_variants:
+            from .tuning import tune_in_loop
+
+            proposals = tune_in_loop(config=config, scorer=scorer, strategy=strategy, proposals=proposals,
+                                     generation=gen, seed=meta["strategy_seed"])
         scored, stats = scorer.score(proposals, gen)
-        strategy.tell([(s.fitness, s.complexity) for s in scored])
+        strategy.tell([(s.fitness, s.complexity) for s in scored], [s.cases for s in scored])
         # Only candidates trained under their own canonical form: a fingerprint
         # duplicate borrows its representative's metrics and is not a new entry.
         hof.update([Entry(str(s.expr), s.expr.canonical, s.expr.complexity, s.fitness,

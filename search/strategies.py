@@ -118,6 +118,20 @@ def _random_tree(strategy, novel: bool = True, tries: int = _TRIES) -> Individua
     return ind
 
 
+def _adopt(strategy, ind, expr: Expr) -> bool:
+    """Write ``expr`` into ``ind`` in place (Lamarckian constant tuning), within the size limits."""
+    try:
+        tree = sympy_to_tree(expr.sympy, strategy.pset)
+    except NotRepresentable:
+        return False
+    c = strategy.config
+    if tree.height > c.max_height or len(tree) > c.max_size or tree_to_expr(tree) != expr:
+        return False
+    ind[0:len(ind)] = tree   # in place: the strategy holds this object
+    strategy.screen.seen.add(expr.canonical)
+    return True
+
+
 class RandomStrategy(Strategy):
     """Uniformly random trees from the same grammar (ramped half-and-half):
     the baseline every GP result is compared with."""
@@ -143,6 +157,9 @@ class RandomStrategy(Strategy):
                 self.screen.remember([ind])
                 self.population.append(ind)
         return [Proposal(ind, self.screen.expr(ind), "random") for ind in self.population]
+
+    def adopt(self, index: int, expr: Expr) -> bool:
+        return _adopt(self, self.population[index], expr)
 
     def tell(self, fitnesses: Sequence[tuple[float, int]], cases: Sequence[Cases | None] | None = None) -> None:
         for ind, fit in zip(self.population, fitnesses):
@@ -231,6 +248,9 @@ class GPStrategy(Strategy):
                 self.offspring, origins = self._vary()
         self.screen.remember(self.offspring)
         return [Proposal(ind, self.screen.expr(ind), origin) for ind, origin in zip(self.offspring, origins)]
+
+    def adopt(self, index: int, expr: Expr) -> bool:
+        return _adopt(self, self.offspring[index], expr)
 
     def tell(self, fitnesses: Sequence[tuple[float, int]], cases: Sequence[Cases | None] | None = None) -> None:
         cases = list(cases) if cases is not None else [None] * len(self.offspring)

@@ -9,6 +9,8 @@ uses and the engine calls every hook without ``hasattr``:
 
 - :meth:`Strategy.set_viability`: the search's cheap filters as a predicate,
   for strategies that can redraw proposals the filters would reject;
+- :meth:`Strategy.adopt`: take a proposal with its constants tuned in the
+  loop (``constant_variants``) back into the strategy's own encoding;
 - :attr:`Strategy.tunable`: whether the hall of fame's constants are worth
   tuning with Optuna after the search (not for a family search, whose
   candidates are already Optuna's proposals).
@@ -61,6 +63,11 @@ class Strategy(Protocol):
     def set_viability(self, viable: Callable[[Expr], bool]) -> None:
         """Screen proposals with the search's cheap filters (default: ignored)."""
         return None
+
+    def adopt(self, index: int, expr: Expr) -> bool:
+        """Take ``expr`` (the proposal's constants tuned in the loop) as proposal ``index`` of the last
+        ``ask``; False (the default) when the strategy cannot encode it, and then it is not used."""
+        return False
 
     @property
     def tunable(self) -> bool:

@@ -107,3 +107,70 @@ def _score(scorer, hof, template: Expr, params_list, generation: int, store, run
             "best": max(trained) if trained else None, "median": statistics.median(trained) if trained else None,
             "n_candidates": len(scored), "n_evaluations": stats["evaluated"], "filters": stats, "wall_time": 0.0})
     return scored
+
+
+# ----------------------------------------------------------------------------- in the loop
+def tune_in_loop(*, config, scorer, strategy, proposals: list[Proposal], generation: int, seed: int) -> list[Proposal]:
+    """Tune the constants of every proposal that has some, before it is scored.
+
+    A (1+lambda) evolution strategy on each candidate's tunable constants
+    (:func:`parametrise`): ``constant_rounds`` rounds of ``constant_variants``
+    log-normal perturbations around the best values so far (step halving each
+    round), every variant of the generation trained together -- one batched
+    stage of the scorer -- at the short budget (``short_steps``) on the run's
+    seeds.  The best variant (the candidate itself included) replaces the
+    proposal when the strategy can adopt it (Lamarckian: its tree gets the
+    tuned constants); the variants' trainings are recorded in the run store
+    like any other, so a resumed generation replays them without training.
+    Draws come from ``seed`` and the generation, never from the workers.
+    """
+    import numpy as np
+
+    c = config
+    state = []  # per tunable proposal: [index, template, best values, best fitness]
+    for i, prop in enumerate(proposals):
+        if prop.expr is None or prop.tree is None:
+            continue
+        template, values = parametrise(prop.expr)
+        if values:
+            state.append([i, template, values, None])
+    if not state:
+        return proposals
+    first = _short_fitness(scorer, [s[1].bind(s[2]) for s in state], generation)
+    for s, fit in zip(state, first):
+        s[3] = fit
+    for r in range(c.constant_rounds):
+        variants, owner = [], []
+        for k, (i, template, values, _) in enumerate(state):
+            rng = np.random.default_rng([seed, generation, i, r])
+            names = sorted(values)
+            for _ in range(c.constant_variants):
+                steps = rng.normal(0.0, 0.5 / 2 ** r, len(names))
+                new = {n: float(f"{values[n] * 2.0 ** z:.4g}") if values[n] else float(f"{z:.4g}")
+                       for n, z in zip(names, steps)}
+                try:
+                    variants.append(template.bind(new))
+                    owner.append((k, new))
+                except GrammarError:
+                    continue
+        for (k, new), fit in zip(owner, _short_fitness(scorer, variants, generation)):
+            if fit > state[k][3]:
+                state[k][2], state[k][3] = new, fit
+    out = list(proposals)
+    for i, template, values, _ in state:
+        tuned = template.bind(values)
+        if tuned != proposals[i].expr and strategy.adopt(i, tuned):
+            out[i] = Proposal(proposals[i].tree, tuned, proposals[i].origin + "+constants")
+    return out
+
+
+def _short_fitness(scorer, exprs, generation: int) -> list[float]:
+    """Short-budget fitness of each expression (rejected by the filters: -inf), trained in one batch."""
+    items, keep = {}, []
+    for e in exprs:
+        ok = e is not None and bool(scorer.filter.viable(e))   # stateless: registers no fingerprint
+        keep.append(e.canonical if ok else None)
+        if ok:
+            items.setdefault(e.canonical, str(e))
+    results = scorer._stage(list(items.items()), scorer.short_steps, generation) if items else {}
+    return [results[k][0] if k is not None else -math.inf for k in keep]

@@ -132,3 +132,86 @@ def test_random_strategy_draws_fresh_trees_each_generation():
     b = s.ask()
     assert [serialise(p.tree) for p in a] != [serialise(p.tree) for p in b]
     assert all(p.origin == "random" for p in a + b)
+
+
+# ----------------------------------------------------------------- the Strategy protocol
+def test_every_strategy_implements_the_protocol_and_the_engine_needs_no_hasattr():
+    import ast
+    from pathlib import Path
+
+    from lossforge.search import SearchConfig, engine
+    from lossforge.search.strategies import make_strategy
+    from lossforge.search.strategy import Strategy
+
+    for kw in (dict(strategy="gp"), dict(strategy="gp", selection="lexicase"), dict(strategy="aging"),
+               dict(strategy="random"), dict(strategy="family", family="poly")):
+        s = make_strategy(SearchConfig(evaluator="local", **kw), 0, storage_url="sqlite:///:memory:")
+        assert isinstance(s, Strategy), kw
+        for hook in ("ask", "tell", "state", "load_state", "set_viability", "adopt"):
+            assert callable(getattr(s, hook))
+        assert isinstance(s.tunable, bool)
+    tree = ast.parse(Path(engine.__file__).read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "hasattr"]
+
+
+# ----------------------------------------------------------------- constants tuned in the loop
+def _tuned_config(**kw):
+    from .search_checks import small_config
+
+    return small_config(generations=2, population=6, steps=40, short_steps=10, constant_variants=3,
+                        constant_rounds=2, seed=3, seed_losses=["gce"], **kw)
+
+
+def test_constants_are_tuned_in_the_loop_and_written_back_into_the_tree(tmp_path):
+    from .search_checks import open_store
+    from lossforge.search import run
+
+    result = run(_tuned_config(), tmp_path / "run", quiet=True)
+    store, run_id = open_store(result.run_dir)
+    cands = store.candidates(run_id)
+    evals = store.evaluations(run_id)
+    store.close()
+    # the variants of the seeded GCE (constants 10/7 and 0.7) were trained at the short budget, in the
+    # run store like any other training; a better variant replaced its candidate
+    variants = {r["canonical"] for r in evals if r["steps"] == 10 and r["generation"] == 0
+                and r["canonical"] not in {c["canonical"] for c in cands} and not r["canonical"].startswith("loss:")}
+    assert len(variants) >= 3
+    for c in cands:
+        if c["origin"].endswith("+constants"):
+            assert c["status"] != "ok" or c["fitness"] is not None
+
+
+def test_a_tuned_expression_is_written_back_into_the_strategys_own_tree():
+    from lossforge.search.strategies import GPStrategy
+
+    s = GPStrategy(_config(), 0)
+    props = s.ask()
+    target = parse("(p - y)**2 + 0.37*y")
+    assert s.adopt(0, target)
+    assert tree_to_expr(s.offspring[0]) == target and s.offspring[0] is props[0].tree
+    assert not s.adopt(1, parse("abs(p - y)**1.5"))   # not representable: left alone
+
+
+@pytest.mark.slow
+def test_a_run_with_constants_tuned_in_the_loop_resumes_to_the_uninterrupted_result(tmp_path):
+    from lossforge.search import resume, run
+
+    from .test_determinism import Counting, _local, _same_results
+
+    config = _tuned_config(chunk_size=2)
+    ref_ev = Counting(_local(config))
+    ref = run(config, tmp_path / "ref", quiet=True, evaluator=ref_ev)
+    first = Counting(_local(config), stop_after=ref_ev.reports // 2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, tmp_path / "run", quiet=True, evaluator=first)
+    second = Counting(_local(config))
+    _same_results(ref, resume(tmp_path / "run", quiet=True, evaluator=second))
+    assert first.trained + second.trained == ref_ev.trained
+
+
+def test_constant_tuning_needs_a_short_budget():
+    from lossforge.search import SearchConfig
+    from lossforge.search.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="short_steps"):
+        SearchConfig(constant_variants=4)
