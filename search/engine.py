@@ -225,7 +225,7 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
     cfilter = CandidateFilter(kinds, fingerprint_dedup=config.fingerprint_dedup, direct_check=config.direct_check,
                               direct_check_steps=config.direct_check_steps)
     strategy = make_strategy(config, meta["strategy_seed"], run_id=meta["run_id"], storage_url=meta["store"])
-    if config.screen and hasattr(strategy, "set_viability"):
+    if config.screen:
         strategy.set_viability(cfilter.viable)
     hof = HallOfFame(config.hall_of_fame)
     bar = Progress(config, quiet=quiet, enabled=progress)
@@ -282,11 +282,18 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
         })
         _write_results(run_dir, hof, list(tasks))
         bar.generation_done(gen, summary, hof.entries[0] if hof.entries else None)
-    if config.tune_top and hasattr(strategy, "population"):
+    if config.tune_top and strategy.tunable:
         from .tuning import tune_hall_of_fame
 
         tune_hall_of_fame(config=config, scorer=scorer, hof=hof, store=store, run_id=meta["run_id"],
                           study_url=meta["store"], progress=bar)
+        _write_results(run_dir, hof, list(tasks))
+    if config.confirm_top:
+        from .confirm import CONFIRM_SALT, confirm_hall_of_fame
+
+        seeds = derive_seeds(config.seed, config.confirm_seeds, CONFIRM_SALT)
+        verdicts = confirm_hall_of_fame(config=config, scorer=scorer, hof=hof, seeds=seeds, progress=bar)
+        atomic_write_text(run_dir / "confirmation.json", json.dumps(verdicts, indent=2))
         _write_results(run_dir, hof, list(tasks))
     bar.close()
     store.set_status(meta["run_id"], "finished")
@@ -303,17 +310,18 @@ def _write_results(run_dir: Path, hof: HallOfFame, tasks: list[str]) -> None:
 
 
 def _save_best(config, hof: HallOfFame, meta: dict, tasks: dict) -> list[str]:
-    """Save the best ``save_best`` hall-of-fame entries that beat the baseline on
-    the aggregate (fitness > 0) to the loss store; returns their names."""
-    if not config.save_best or not hof.entries:
+    """Save the best ``save_best`` confirmed hall-of-fame entries (see
+    :mod:`lossforge.search.confirm`) to the loss store; returns their names.
+    Nothing is saved without confirmation (``confirm_top = 0``)."""
+    if not config.save_best or not config.confirm_top or not hof.entries:
         return []
     try:
         from lossforge.losses.store import save_discovered
     except ImportError:  # the loss store is optional for a search
         return []
-    saved = []
-    for entry in hof.entries[: config.save_best]:
-        if not (entry.fitness > 0 and math.isfinite(entry.fitness)):
-            continue
-        saved.append(save_discovered(entry, config=config, meta=meta, tasks=tasks, directory=config.loss_store))
-    return saved
+    from .confirm import storefile_table
+
+    confirmed = [e for e in hof.entries if e.confirmation and e.confirmation["confirmed"]]
+    return [save_discovered(entry, config=config, meta=meta, tasks=tasks, directory=config.loss_store,
+                            confirmation=storefile_table(entry.confirmation))
+            for entry in confirmed[: config.save_best]]
