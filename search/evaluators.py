@@ -18,6 +18,7 @@ re-runs exactly those evaluations.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -91,45 +92,61 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_job(task, job: Job, threads: int | None = None, time_limit: float | None = None) -> JobReport:
-    """Evaluate one job in this process; never raises."""
-    import math
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (None: as it is), then restore.
 
+    Small tensors (a job's population, the filters' probes) are fastest on one
+    thread; several threads on a shared or busy core spin against each other
+    and run such work several times slower."""
     import torch
 
-    start = time.perf_counter()
     previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
+    if n:
+        torch.set_num_threads(max(1, int(n)))
     try:
-        from lossforge.losses import get as get_loss
-        from lossforge.primitives import parse
-
-        outcomes: list[Outcome | None] = [None] * len(job.entries)
-        losses, slots = [], []
-        for i, entry in enumerate(job.entries):
-            try:
-                losses.append(get_loss(entry[len(LOSS_PREFIX):]) if entry.startswith(LOSS_PREFIX) else parse(entry))
-                slots.append(i)
-            except Exception as exc:  # a bad entry fails alone
-                outcomes[i] = Outcome(None, "error", f"{type(exc).__name__}: {exc}")
-        if losses:
-            try:
-                results = task.evaluate(losses, seed=job.seed, steps=job.steps, split=job.split, time_limit=time_limit)
-                for i, r in zip(slots, results):
-                    metric = float(r.metric) if r.metric is not None and math.isfinite(r.metric) else None
-                    status, error = r.status, r.error
-                    if status == "ok" and metric is None:  # a task that reports "ok" without a usable number
-                        status, error = "diverged", f"the task returned a non-finite metric ({r.metric})"
-                    outcomes[i] = Outcome(metric if status == "ok" else None, status, error,
-                                          float(getattr(r, "train_time", 0.0) or 0.0))
-            except Exception as exc:  # the task itself failed: every candidate of the job is recorded as failed
-                for i in slots:
-                    outcomes[i] = Outcome(None, "error", f"evaluation failed: {type(exc).__name__}: {exc}")
-        return JobReport(job, [o or Outcome(None, "error", "not evaluated") for o in outcomes],
-                         wall_time=time.perf_counter() - start, worker=_worker_name())
+        yield
     finally:
-        torch.set_num_threads(previous)
+        if n:
+            torch.set_num_threads(previous)
+
+
+def run_job(task, job: Job, threads: int | None = None, time_limit: float | None = None) -> JobReport:
+    """Evaluate one job in this process; never raises."""
+    start = time.perf_counter()
+    with torch_threads(threads):
+        return _run_entries(task, job, time_limit, start)
+
+
+def _run_entries(task, job: Job, time_limit: float | None, start: float) -> JobReport:
+    import math
+
+    from lossforge.losses import get as get_loss
+    from lossforge.primitives import parse
+
+    outcomes: list[Outcome | None] = [None] * len(job.entries)
+    losses, slots = [], []
+    for i, entry in enumerate(job.entries):
+        try:
+            losses.append(get_loss(entry[len(LOSS_PREFIX):]) if entry.startswith(LOSS_PREFIX) else parse(entry))
+            slots.append(i)
+        except Exception as exc:  # a bad entry fails alone
+            outcomes[i] = Outcome(None, "error", f"{type(exc).__name__}: {exc}")
+    if losses:
+        try:
+            results = task.evaluate(losses, seed=job.seed, steps=job.steps, split=job.split, time_limit=time_limit)
+            for i, r in zip(slots, results):
+                metric = float(r.metric) if r.metric is not None and math.isfinite(r.metric) else None
+                status, error = r.status, r.error
+                if status == "ok" and metric is None:  # a task that reports "ok" without a usable number
+                    status, error = "diverged", f"the task returned a non-finite metric ({r.metric})"
+                outcomes[i] = Outcome(metric if status == "ok" else None, status, error,
+                                      float(getattr(r, "train_time", 0.0) or 0.0))
+        except Exception as exc:  # the task itself failed: every candidate of the job is recorded as failed
+            for i in slots:
+                outcomes[i] = Outcome(None, "error", f"evaluation failed: {type(exc).__name__}: {exc}")
+    return JobReport(job, [o or Outcome(None, "error", "not evaluated") for o in outcomes],
+                     wall_time=time.perf_counter() - start, worker=_worker_name())
 
 
 def failed_report(job: Job, reason: str, attempts: int = 1, status: str = "error") -> JobReport:
@@ -246,7 +263,12 @@ class RayEvaluator:
         if gpus_per_eval > 0:
             slots = min(slots, int(ray.cluster_resources().get("GPU", 0) // gpus_per_eval) or 1)
         self.parallelism = max(1, min(slots, workers) if workers else slots)
-        self.task_refs = {name: _put_task(ray, name, task) for name, task in tasks.items()}
+        try:
+            self.task_refs = {name: _put_task(ray, name, task) for name, task in tasks.items()}
+        except EvaluationError:
+            if self._owns:
+                ray.shutdown()
+            raise
         if py_modules and not self._owns:
             import warnings
 

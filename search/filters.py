@@ -20,6 +20,8 @@ from lossforge.losses.spaces import EXPRESSION_SPACE, per_sample_loss
 from lossforge.primitives import Expr
 from lossforge.primitives.fingerprint import behaviour, fingerprint
 
+from .evaluators import torch_threads
+
 REASONS = ("invalid", "duplicate", "fingerprint_duplicate", "constant", "no_target", "non_finite",
            "wrong_gradient", "direct_check")
 
@@ -83,7 +85,8 @@ class CandidateFilter:
     def _rejection(self, expr: Expr) -> Verdict | None:
         canon = expr.canonical
         if canon not in self._verdicts:
-            self._verdicts[canon] = self._reject(expr)
+            with torch_threads(1):  # tiny probe tensors: one thread (several crawl on a busy driver core)
+                self._verdicts[canon] = self._reject(expr)
         return self._verdicts[canon]
 
     def _reject(self, expr: Expr) -> Verdict | None:

@@ -553,7 +553,7 @@ def test_two_searches_writing_one_store_at_once_lose_nothing(tmp_path):
     for k in range(2):
         cfg = tmp_path / f"search{k}.toml"
         cfg.write_text(f'name = "shared{k}"\nseed = {k}\ntasks = ["digits"]\ngenerations = 2\npopulation = 8\n'
-                       f'steps = 30\nchunk_size = 1\ndirect_check = false\nsave_best = 0\n'
+                       f'steps = 30\nchunk_size = 1\ndirect_check = false\nsave_best = 0\nconfirm_top = 0\n'
                        f'store = "{store_url}"\n')
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "lossforge.search.cli", "search", str(cfg), "--local", "--quiet",
