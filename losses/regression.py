@@ -314,6 +314,9 @@ def _balanced_l1_expr(alpha: float, gamma: float, beta: float) -> str:
 
 
 _COMMON = dict(input="prediction", target="value", task_kinds=("regression",), space="real")
+# Detection's coordinate losses also train the boxes task, element-wise on the anchor deltas (dx, dy, dw, dh).
+_BOX_DELTAS = dict(_COMMON, task_kinds=("regression", "boxes"),
+                   notes="also a box regression loss: element-wise on [N, 4] box deltas (dx, dy, dw, dh)")
 
 ENTRIES = [
     reference_loss("mse", family="regression", formula="(p - y)**2", module=MSELoss,
@@ -325,7 +328,7 @@ ENTRIES = [
                    "Ann. Math. Statist. 35(1), 1964", expression=_huber_expr, **_COMMON),
     reference_loss("smooth_l1", family="regression",
                    formula="r**2/(2*beta) if |r| < beta else |r| - beta/2, r = p - y", module=SmoothL1Loss,
-                   reference="Girshick, Fast R-CNN, ICCV 2015", expression=_smooth_l1_expr, **_COMMON),
+                   reference="Girshick, Fast R-CNN, ICCV 2015", expression=_smooth_l1_expr, **_BOX_DELTAS),
     reference_loss("log_cosh", family="regression", formula="log(cosh(p - y)) = |r| + softplus(-2|r|) - log 2",
                    module=LogCoshLoss, reference=REVIEWS,
                    expression="abs(p - y) + softplus(-2*abs(p - y)) - log(2)", **_COMMON),
@@ -346,5 +349,5 @@ ENTRIES = [
                    formula="alpha/b*(b*a + 1)*log(b*a/beta + 1) - alpha*a if a < beta else "
                            "gamma*a + gamma/b - alpha*beta, a = |p - y|, b = exp(gamma/alpha) - 1",
                    module=BalancedL1Loss, reference="Pang et al., Libra R-CNN: Towards Balanced Learning for "
-                   "Object Detection, CVPR 2019", expression=_balanced_l1_expr, **_COMMON),
+                   "Object Detection, CVPR 2019", expression=_balanced_l1_expr, **_BOX_DELTAS),
 ]

@@ -212,6 +212,8 @@ BUILDERS: dict[str, Callable[[], Task]] = {
     "mnist1d": _mnist1d_cnn,
     "mnist1d_noisy": _mnist1d_noisy,
     "mnist1d_mlp": _mnist1d_mlp,
+    "boxes": lambda: __import__("lossforge.tasks.vision", fromlist=["boxes_task"]).boxes_task(),
+    "embeddings": lambda: __import__("lossforge.tasks.vision", fromlist=["embeddings_task"]).embeddings_task(),
 }
 _BUILT: dict[str, Task] = {}
 
