@@ -8,8 +8,8 @@ until the cluster shows two nodes, runs ``lossforge search CONFIG --address
 127.0.0.1:PORT`` and ``lossforge search CONFIG --local`` on the same small
 config, and compares the two hall-of-fame files and the recorded metrics.
 
-``--kill-node-after N``: once the cluster run has recorded N evaluations, the
-second node is killed (SIGKILL to every process of that node: its raylet and
+``--kill-node-after N``: once the cluster run has recorded N evaluations and
+both nodes have delivered results, the second node is killed (SIGKILL to every process of that node: its raylet and
 its workers, as when a machine is lost).  Its jobs are lost to the
 infrastructure, retried on the head's worker, and the hall of fame must still
 equal the local run's.
@@ -165,8 +165,11 @@ def metrics(run_dir: Path) -> list[tuple]:
 
 
 def workers(run_dir: Path) -> set[str]:
-    with sqlite3.connect(run_dir / "runs.db") as conn:
-        return {w for (w,) in conn.execute("SELECT DISTINCT worker FROM lf_evaluations")}
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'runs.db'}?mode=ro", uri=True, timeout=5) as conn:
+            return {w for (w,) in conn.execute("SELECT DISTINCT worker FROM lf_evaluations")}
+    except sqlite3.Error:
+        return set()
 
 
 def cluster_search(cfg: Path, address: str, run_dir: Path, nodes: list[subprocess.Popen],
@@ -181,7 +184,8 @@ def cluster_search(cfg: Path, address: str, run_dir: Path, nodes: list[subproces
         killed = False
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
-            if kill_after is not None and not killed and evaluations_recorded(run_dir) >= kill_after:
+            if (kill_after is not None and not killed and evaluations_recorded(run_dir) >= kill_after
+                    and len(workers(run_dir)) >= 2):  # both nodes have delivered results: the second is busy
                 kill_node(nodes[1])
                 killed = True
             time.sleep(0.2)
