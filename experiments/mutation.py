@@ -72,7 +72,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "checkpoint": ("search/checkpoint.py", ["tests/search/test_storage.py"]),
     "runstore": ("search/runstore.py", ["tests/search/test_storage.py"]),
     "halloffame": ("search/halloffame.py", [
-        "tests/search/test_trees_and_strategies.py", "tests/search/test_mutants_halloffame.py"]),
+        "tests/search/test_filters_fitness.py::test_pareto_front_and_hall_of_fame",
+        "tests/search/test_mutants_halloffame.py"]),
     "seeds": ("search/engine.py", ["tests/search/test_mutants_seeds.py"]),
 }
 # Only these functions of a module are mutated (mutmut's do_not_mutate works per file,
@@ -163,7 +164,7 @@ def keep(name: str, module: str) -> bool:
 
 
 def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from: str | None = None,
-               again: bool = False, only_tests: list[str] | None = None) -> dict:
+               again: bool = False, only_tests: list[str] | None = None, report: bool = False) -> dict:
     source, tests = MODULES[module]
     tests = only_tests or tests
     work = workroot / module
@@ -173,6 +174,9 @@ def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from
         mod = "lossforge." + source[:-3].replace("/", ".")
         names = " ".join(f"'{mod}.x_{f}__mutmut_*'" for f in ONLY_FUNCTIONS[module])
     previous = {k: v for k, v in load_results(work, source).items() if keep(k, module)} if again else {}
+    if report:
+        return summarise(module, source, work, {k: v for k, v in load_results(work, source).items()
+                                                 if keep(k, module)}, 0.0, show, {})
     if previous:
         # Re-test only what survived the last run in this workdir, against the current tests
         # (the staged sources, hence the mutants, are the last run's; a mutant killed then
@@ -246,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the per-module summaries here")
     ap.add_argument("--tests", nargs="+", metavar="PATH", help="run these tests instead of the module's selection "
                                                              "(one module only)")
+    ap.add_argument("--report", action="store_true", help="only print the results of the last run in --workdir")
     ap.add_argument("--again", action="store_true", help="in --workdir, re-test only the survivors of the last "
                                                           "run there (after adding tests)")
     ap.add_argument("--tests-from", metavar="REV", help="run the tests of this git revision (e.g. to measure "
@@ -262,14 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("mutmut is not installed; pip install -e '.[mutation]'")
     if args.tests and len(args.modules) != 1:
         ap.error("--tests needs exactly one module")
-    if args.again and args.workdir is None:
-        ap.error("--again needs the --workdir of the previous run")
+    if (args.again or args.report) and args.workdir is None:
+        ap.error("--again and --report need the --workdir of the previous run")
     workroot = args.workdir or Path(tempfile.mkdtemp(prefix="lossforge-mutation-"))
     summaries = []
     try:
         for module in args.modules or list(MODULES):
             summaries.append(run_module(module, workroot, args.timeout, args.show, args.tests_from, args.again,
-                                        args.tests))
+                                        args.tests, args.report))
     finally:
         if args.workdir is None:
             shutil.rmtree(workroot, ignore_errors=True)

@@ -134,3 +134,72 @@ def test_a_tiny_divisor_folds_to_a_large_coefficient_without_crashing():
 def test_non_string_and_error_types():
     with pytest.raises(GrammarError, match="an expression must be a string, got int"):
         parse_sympy(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("p and y", "'p and y' (BoolOp) is not part of the loss grammar at column 1 in 'p and y'"),
+    ("log(p) + (p, y)", "'(p, y)' (Tuple) is not part of the loss grammar at column 10 in 'log(p) + (p, y)'"),
+    ("-" * 3999 + "p", "expression cannot be parsed (RecursionError); it is too deeply nested or too large"),
+    ("p**((-1)**0.5)", "exponent 1.0*I is outside [-6, 6] at column 1 in 'p**((-1)**0.5)'"),
+    ("add(1e6*1e6, 1e6*1e6, 1)", "constant 2000000000001.00 is larger than 1e12 at column 1 in "
+                                 "'add(1e6*1e6, 1e6*1e6, 1)'"),
+    # 600 nodes are reached inside the flattened chain: the first leaf (column 2) is the 601st
+    ("(p)+" + "+".join(["p"] * 599), "expression has more than 600 nodes; simplify it at column 2 in "
+                                     "'(p)+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p...'"),
+    # ... or while walking the chain itself, reported at the chain's operator
+    ("(p)+" + "+".join(["p"] * 700), "expression has more than 600 nodes; simplify it at column 1 in "
+                                     "'(p)+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p+p...'"),
+])
+def test_more_error_messages_are_exact(text, message):
+    with pytest.raises(GrammarError) as info:
+        parse_sympy(text)
+    assert str(info.value) == message
+
+
+def test_long_tokens_and_texts_are_shortened_in_messages():
+    token40 = "(p, " + "y" * 35 + ")"
+    assert len(token40) == 40
+    with pytest.raises(GrammarError, match=None) as info:
+        parse_sympy(token40)
+    assert str(info.value).startswith(f"'{token40}' (Tuple)")
+    token41 = "(p, " + "y" * 36 + ")"
+    with pytest.raises(GrammarError) as info:
+        parse_sympy(token41)
+    assert str(info.value).startswith(f"'{token41[:37]}...' (Tuple)")
+    for n, shown in [(60, None), (61, 57)]:
+        text = "p and " + "y" * (n - 6)
+        assert len(text) == n
+        with pytest.raises(GrammarError) as info:
+            parse_sympy(text)
+        assert str(info.value).endswith(" in " + repr(text if shown is None else text[:shown] + "..."))
+    text = "p +* " + "y" * 70
+    with pytest.raises(GrammarError) as info:
+        parse_sympy(text)
+    assert str(info.value) == f"syntax error at column 4 in {text[:60]!r}: invalid syntax"
+
+
+# Each template puts the leaf at nesting depth k + 1 through a different kind of
+# node (unary plus/minus, the left or right of a sum, product or power, a call
+# argument), without parentheses beyond one level.
+_DEPTH_TEMPLATES = {
+    "unary plus": lambda k: "+" * (k + 1) + "p",
+    "sum, left": lambda k: "(" + "-" * k + "p)+y",
+    "sum, right": lambda k: "y+" + "-" * k + "p",
+    "product, right": lambda k: "y*" + "-" * k + "p",
+    "power base": lambda k: "(" + "-" * k + "p)**2",
+    "power exponent": lambda k: "p**" + "-" * k + "1",
+    "call argument": lambda k: "log(" + "-" * k + "p)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_DEPTH_TEMPLATES))
+def test_every_kind_of_node_counts_one_level_of_depth(kind):
+    make = _DEPTH_TEMPLATES[kind]
+    parse_sympy(make(MAX_DEPTH - 1))  # the leaf at depth MAX_DEPTH
+    with pytest.raises(GrammarError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        parse_sympy(make(MAX_DEPTH))
+
+
+def test_separate_parentheses_do_not_add_up_and_exact_1e12_powers_parse():
+    assert parse_sympy("+".join(["(p)"] * (MAX_DEPTH + 6))) == (MAX_DEPTH + 6) * P
+    assert parse_sympy("(1e6*1e6)**1") == sympy.Float(1e12)
