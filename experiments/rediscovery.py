@@ -65,16 +65,22 @@ def suite_task(name: str):
     return getattr(suite_tasks, source)()
 
 
-def make_searchable(task) -> str:
-    """The name a SearchConfig can use for ``task``.  Until SearchConfig accepts Task
-    objects (the user-task issue), a suite task is added to the in-process task
-    table for this script's local searches."""
-    from lossforge.tasks import builtin, names
+def make_searchable(task):
+    """What a SearchConfig takes for ``task``: the Task itself where SearchConfig accepts Task
+    objects, else its name after adding it to the in-process task table (older lossforge)."""
+    from lossforge.search import SearchConfig
+    from lossforge.search.errors import ConfigError
 
-    if task.name not in names():
-        builtin.BUILDERS[task.name] = lambda: task
-        builtin._BUILT[task.name] = task
-    return task.name
+    try:
+        SearchConfig(tasks=[task], evaluator="local")
+        return task
+    except ConfigError:
+        from lossforge.tasks import builtin, names
+
+        if task.name not in names():
+            builtin.BUILDERS[task.name] = lambda: task
+            builtin._BUILT[task.name] = task
+        return task.name
 
 
 def error_of(task, metric: float | None) -> float:
@@ -151,6 +157,13 @@ def run_one(task_name: str, strategy: str, seed: int, runs: Path):
     return run_dir, config, time.perf_counter() - t0, task
 
 
+def _finished(run_dir: Path, generations: int) -> bool:
+    from lossforge.search.checkpoint import read_checkpoint
+
+    ckpt = run_dir / "checkpoint.json"
+    return ckpt.exists() and read_checkpoint(ckpt).get("next_generation") == generations
+
+
 def _recorded_wall(run_dir: Path) -> float:
     store, run_id = _store(run_dir)
     try:
@@ -184,7 +197,7 @@ def main(argv=None) -> int:
         for task_name in args.tasks.split(","):
             for strategy in args.strategies.split(","):
                 run_dir = runs / f"{task_name}-{strategy}-s{seed}"
-                if args.summarise_only and not (run_dir / "checkpoint.json").exists():
+                if args.summarise_only and not _finished(run_dir, SUITE[task_name][3]["generations"]):
                     continue
                 run_dir, config, wall, task = run_one(task_name, strategy, seed, runs)
                 meta = json.loads((run_dir / "run.json").read_text())

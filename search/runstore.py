@@ -25,6 +25,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from lossforge.primitives.version import lossforge_version
+
 from .errors import StorageError
 
 metadata = sa.MetaData()
@@ -199,12 +201,7 @@ class RunStore:
         """Create the tables (each ``IF NOT EXISTS``, in one transaction, so two
         processes creating a new store at once both succeed: the loser of a race
         is retried) and check the schema version."""
-        from importlib import metadata as importlib_metadata
-
-        try:
-            writer = importlib_metadata.version("lossforge")
-        except importlib_metadata.PackageNotFoundError:
-            writer = "0+unknown"
+        writer = lossforge_version()
         with self.engine.begin() as conn:
             for table in metadata.sorted_tables:
                 conn.execute(CreateTable(table, if_not_exists=True))

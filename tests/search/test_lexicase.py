@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import random
-import types
 
 from deap import tools
 
@@ -13,6 +12,7 @@ from lossforge.search.trees import Individual, make_pset, serialise
 
 from .strategy_runs import check_sigkill, check_workers
 from .test_determinism import ray_session  # noqa: F401  (fixture)
+from .test_trees_and_strategies import _config as strategy_config
 
 # Ten candidates on two tasks: a specialist best on task a and poor on b (the worst
 # mean of all), eight generalists, and a reject without scores.
@@ -53,11 +53,7 @@ def test_epsilon_is_the_median_absolute_deviation_and_plain_lexicase_breaks_no_t
 
 
 def _config(**kw):
-    base = dict(population=12, generations=3, selection="lexicase", tournament_size=3, crossover_prob=0.6,
-                mutation_prob=0.35, elitism=1, init_min_depth=1, init_max_depth=3, max_height=6, max_size=25,
-                constant_range=(-2.0, 2.0), seed_losses=[], primitives=None)
-    base.update(kw)
-    return types.SimpleNamespace(**base)
+    return strategy_config(**{"selection": "lexicase", "elitism": 1, **kw})
 
 
 def _drive(s, gens):
