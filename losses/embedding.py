@@ -299,7 +299,8 @@ class TextImageMatchingLoss(CatalogueLoss):
     (Kiros et al. 2014; the review's ``text_image_matching_loss.py``).
 
     With cosine similarities :math:`s(I, T)` and margin :math:`m`, pair :math:`i` loses
-    :math:`\frac{1}{N - 1} \sum_{j \ne i} [\max(0, m - s(I_i, T_i) + s(I_i, T_j)) + \max(0, m - s(I_i, T_i) + s(I_j, T_i))]`;
+    :math:`\frac{1}{N - 1} \sum_{j \ne i} [\max(0, m - s(I_i, T_i) + s(I_i, T_j))`
+    :math:`+ \max(0, m - s(I_i, T_i) + s(I_j, T_i))]`;
     ``'mean'`` is the repository's value.
 
     Args:

@@ -165,7 +165,8 @@ class VAEKLLoss(CatalogueLoss):
     __doc__ = r"""KL term of the VAE (Kingma & Welling 2014), in closed form.
 
     For the encoder's :math:`\mu` and :math:`\log\sigma^2`, the unreduced loss is
-    :math:`\mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, 1)) = \frac12 \sum_d (\mu_d^2 + \sigma_d^2 - 1 - \log\sigma_d^2)`
+    :math:`\mathrm{KL}(\mathcal N(\mu, \sigma^2) \,\|\, \mathcal N(0, 1))
+    = \frac12 \sum_d (\mu_d^2 + \sigma_d^2 - 1 - \log\sigma_d^2)`
     per sample, summed over the latent dimensions.  ``forward(mu, logvar)``.
 
     Args:
@@ -272,7 +273,8 @@ ENTRIES = [
                    input="gaussian_mean", target="log_variance",
                    reference="Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014", **_GEN),
     reference_loss("cycle_consistency", formula="lambda_cycle*mean |F(G(x)) - x|", module=CycleConsistencyLoss,
-                   input="reconstructions", target="images", reference="Zhu et al., Unpaired Image-to-Image Translation "
+                   input="reconstructions", target="images",
+                   reference="Zhu et al., Unpaired Image-to-Image Translation "
                    "using Cycle-Consistent Adversarial Networks, ICCV 2017", **_GEN),
     reference_loss("noise_prediction", formula="mean (eps_hat - eps)**2, x_t = sqrt(abar_t)*x0 + sqrt(1 - abar_t)*eps",
                    module=NoisePredictionLoss, input="noise_prediction", target="noise",

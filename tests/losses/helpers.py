@@ -215,3 +215,30 @@ def convention_batch(loss: Loss, g: torch.Generator, n: int, dtype) -> Batch:
     else:
         raise AssertionError(f"no test batch for input convention {inp!r} of {loss.name}")
     return Batch(kind, raw, args[1], args)
+
+
+# ------------------------------------------------------------------ checks shared by the loss families' tests
+def assert_same(ours, theirs, *inputs, wrt: int | None = None, **tol) -> None:
+    """Two loss functions of the same inputs agree in value and in the gradient of their sum
+    with respect to the first ``wrt`` inputs (default: every input)."""
+    count = len(inputs) if wrt is None else wrt
+    results = []
+    for fn in (ours, theirs):
+        leaves = [x.detach().clone().requires_grad_(True) for x in inputs[:count]]
+        out = fn(*leaves, *inputs[count:])
+        grads = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+        results.append((out, grads))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a, b, **tol)
+    for x, y in zip(ga, gb):
+        assert (x is None) == (y is None), "one of the two passes no gradient to an input"
+        if x is not None:
+            torch.testing.assert_close(x, y, **tol)
+
+
+def assert_reductions(loss: Loss, args: tuple, n: int) -> None:
+    """``'none'`` gives ``n`` values; ``'sum'`` and ``'mean'`` (the default) reduce them."""
+    none = build(loss, reduction="none")(*args)
+    assert none.shape == (n,)
+    torch.testing.assert_close(build(loss, reduction="sum")(*args), none.sum())
+    torch.testing.assert_close(build(loss)(*args), none.mean())

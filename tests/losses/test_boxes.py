@@ -18,7 +18,7 @@ import torch
 
 from lossforge.losses import LossInputError, get
 
-from .helpers import generator, random_boxes
+from .helpers import assert_reductions, generator, random_boxes
 
 BOX_LOSSES = ["iou", "giou", "diou", "ciou", "eiou", "siou", "alpha_iou"]
 EPS = 1e-7
@@ -136,11 +136,7 @@ def test_identical_boxes_lose_nothing():
 
 @pytest.mark.parametrize("name", BOX_LOSSES)
 def test_reductions(name):
-    a, b = boxes(seed=2)
-    none = get(name).module(reduction="none")(a, b)
-    assert none.shape == (40,)
-    torch.testing.assert_close(get(name).module(reduction="sum")(a, b), none.sum())
-    torch.testing.assert_close(get(name).module()(a, b), none.mean())
+    assert_reductions(get(name), boxes(seed=2), 40)
 
 
 @pytest.mark.parametrize("name", BOX_LOSSES)

@@ -19,7 +19,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from lossforge.losses import LossInputError, LossParameterError, get
 
-from .helpers import C, generator
+from .helpers import C, assert_reductions, assert_same, generator
 
 ALL = ["weighted_ce", "label_smoothing_ce", "ghm_c", "zero_one", "gini_impurity", "sensitivity_specificity"]
 WEIGHT = [0.5, 2.0, 1.0, 3.0, 0.25]
@@ -31,26 +31,20 @@ def logits(n=20, classes=C, seed=0, scale=2.0, spatial=(), dtype=torch.float64):
             torch.randint(0, classes, (n, *spatial), generator=g))
 
 
-def assert_same(ours, theirs, z, *rest):
-    a_in, b_in = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
-    a, b = ours(a_in, *rest), theirs(b_in, *rest)
-    torch.testing.assert_close(a, b)
-    torch.testing.assert_close(*(torch.autograd.grad(v.sum(), x)[0] for v, x in ((a, a_in), (b, b_in))))
-
-
 @pytest.mark.parametrize("spatial", [(), (3, 2)])
 def test_weighted_ce_equals_torch(spatial):
     z, t = logits(spatial=spatial)
     w = torch.tensor(WEIGHT, dtype=torch.float64)
     ours = get("weighted_ce")
     assert_same(ours.module(weight=WEIGHT, reduction="none"),
-                lambda x, y: F.cross_entropy(x, y, weight=w, reduction="none"), z, t)
+                lambda x, y: F.cross_entropy(x, y, weight=w, reduction="none"), z, t, wrt=1)
     torch.testing.assert_close(ours.module(weight=w, reduction="sum")(z, t), F.cross_entropy(z, t, weight=w,
                                                                                                reduction="sum"))
     # torch's weighted 'mean' divides by the weights of the targets; this 'mean' by the number of samples
     torch.testing.assert_close(ours.module(weight=w, reduction="sum")(z, t) / w[t].sum(),
                                F.cross_entropy(z, t, weight=w))
-    torch.testing.assert_close(ours.module(weight=w)(z, t), F.cross_entropy(z, t, weight=w, reduction="sum") / t.numel())
+    torch.testing.assert_close(ours.module(weight=w)(z, t),
+                               F.cross_entropy(z, t, weight=w, reduction="sum") / t.numel())
     torch.testing.assert_close(ours.module()(z, t), F.cross_entropy(z, t))  # no weight: plain cross-entropy
 
 
@@ -58,7 +52,7 @@ def test_weighted_ce_equals_torch(spatial):
 def test_label_smoothing_ce_equals_torch(eps):
     z, t = logits()
     assert_same(get("label_smoothing_ce").module(label_smoothing=eps, reduction="none"),
-                lambda x, y: F.cross_entropy(x, y, label_smoothing=eps, reduction="none"), z, t)
+                lambda x, y: F.cross_entropy(x, y, label_smoothing=eps, reduction="none"), z, t, wrt=1)
     assert get("label_smoothing_ce").params["label_smoothing"] == 0.1
     assert get("label_smoothing_ce").expr is None and get("label_smoothing_ce").expression(label_smoothing=0.0) \
         == get("cross_entropy").expr
@@ -92,7 +86,7 @@ def test_ghm_c_equals_mmdetection(bins):
     g = generator(1)
     z = torch.randn(200, generator=g, dtype=torch.float64) * 3
     t = torch.randint(0, 2, (200,), generator=g).to(torch.float64)
-    assert_same(get("ghm_c").module(bins=bins), lambda x, y: _mmdet_ghmc(x, y, bins), z, t)
+    assert_same(get("ghm_c").module(bins=bins), lambda x, y: _mmdet_ghmc(x, y, bins), z, t, wrt=1)
     spatial = z.reshape(8, 25)  # dense predictions: the histogram is over every element
     torch.testing.assert_close(get("ghm_c").module(bins=bins)(spatial, t.reshape(8, 25)), _mmdet_ghmc(z, t, bins))
 
@@ -173,7 +167,7 @@ def test_sensitivity_specificity_equals_the_formula(r):
         present = (onehot.sum(-1) > 0).to(x.dtype)
         return (per_class * present).sum(1) / present.sum(1)
 
-    assert_same(get("sensitivity_specificity").module(r=r, reduction="none"), theirs, z, t)
+    assert_same(get("sensitivity_specificity").module(r=r, reduction="none"), theirs, z, t, wrt=1)
     zb = torch.randn(6, 1, 4, 5, generator=generator(5), dtype=torch.float64)  # binary map: sigmoid
     tb = torch.randint(0, 2, (6, 4, 5), generator=generator(6)).to(torch.float64)
     expected = _brosch(torch.sigmoid(zb).flatten(1), tb.flatten(1), r)
@@ -193,11 +187,7 @@ def _args(name, dtype=torch.float64, scale=2.0):
 
 @pytest.mark.parametrize("name", ALL)
 def test_reductions(name):
-    args = _args(name)
-    none = get(name).module(reduction="none")(*args)
-    assert none.shape == (12,)
-    torch.testing.assert_close(get(name).module(reduction="sum")(*args), none.sum())
-    torch.testing.assert_close(get(name).module()(*args), none.mean())
+    assert_reductions(get(name), _args(name), 12)
 
 
 @pytest.mark.parametrize("name", ALL)

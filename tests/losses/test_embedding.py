@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lossforge.losses import LossInputError, LossParameterError, get
 from lossforge.losses.embedding import pairs_from_labels, triplets_from_labels
 
-from .helpers import EMB_CLASSES, EMB_DIM, balanced_labels, build, generator
+from .helpers import EMB_CLASSES, EMB_DIM, assert_reductions, assert_same, balanced_labels, build, generator
 
 pml = pytest.importorskip("pytorch_metric_learning.losses")
 
@@ -29,20 +29,6 @@ ALL = ["contrastive", "cosine_embedding", "triplet", "nt_xent", "info_nce", "arc
 
 def emb(n=12, d=EMB_DIM, seed=0, scale=1.0, dtype=torch.float64):
     return torch.randn(n, d, generator=generator(seed), dtype=dtype) * scale
-
-
-def grads(fn, *tensors):
-    tensors = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*tensors)
-    return out, torch.autograd.grad(out, tensors)
-
-
-def assert_same(ours, theirs, *inputs, **tol):
-    """Values and gradients of two scalar functions of the same inputs."""
-    (a, ga), (b, gb) = grads(ours, *inputs), grads(theirs, *inputs)
-    torch.testing.assert_close(a, b, **tol)
-    for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, **tol)
 
 
 # ------------------------------------------------------------------ torch.nn.functional
@@ -214,11 +200,7 @@ def _args(name, n=12, dtype=torch.float64, seed=20):
 
 @pytest.mark.parametrize("name", ALL)
 def test_reductions(name):
-    args = _args(name)
-    none = build(get(name), reduction="none")(*args)
-    assert none.shape == (12,)
-    torch.testing.assert_close(build(get(name), reduction="sum")(*args), none.sum())
-    torch.testing.assert_close(build(get(name))(*args), none.mean())
+    assert_reductions(get(name), _args(name), 12)
 
 
 @pytest.mark.parametrize("name", ALL)

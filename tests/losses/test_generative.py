@@ -16,7 +16,7 @@ from torch.distributions import Normal, kl_divergence
 
 from lossforge.losses import LossInputError, LossParameterError, get
 
-from .helpers import generator
+from .helpers import assert_reductions, assert_same, generator
 
 ALL = ["gan_bce", "lsgan", "wgan", "hinge_gan", "vae_kl", "cycle_consistency", "noise_prediction"]
 GAN = ALL[:4]
@@ -30,22 +30,15 @@ def labels(n=12, dtype=torch.float64):
     return (torch.arange(n) % 2).to(dtype)
 
 
-def assert_same(ours, theirs, *inputs):
-    """Values and gradients (of the first input) of two unreduced loss functions."""
-    a_in, b_in = inputs[0].clone().requires_grad_(True), inputs[0].clone().requires_grad_(True)
-    a, b = ours(a_in, *inputs[1:]), theirs(b_in, *inputs[1:])
-    torch.testing.assert_close(a, b)
-    torch.testing.assert_close(*(torch.autograd.grad(v.sum(), x)[0] for v, x in ((a, a_in), (b, b_in))))
-
-
 def test_gan_bce_equals_torch_and_the_minimax_generator_loss():
     z, t = randn(12, scale=3), labels()
     assert_same(get("gan_bce").module(reduction="none"),
-                lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none"), z, t)
+                lambda x, y: F.binary_cross_entropy_with_logits(x, y, reduction="none"), z, t, wrt=1)
     ones = torch.ones(12, dtype=torch.float64)
     # minimax generator: log(1 - D(G(z))) = -BCE(z, 0)
     assert_same(get("gan_bce").module(saturating=1, reduction="none"),
-                lambda x, y: -F.binary_cross_entropy_with_logits(x, torch.zeros_like(y), reduction="none"), z, ones)
+                lambda x, y: -F.binary_cross_entropy_with_logits(x, torch.zeros_like(y), reduction="none"),
+                z, ones, wrt=1)
     # a PatchGAN map [N, 1, H, W]: one value per score
     maps = randn(3, 1, 4, 4, seed=1)
     real = torch.ones_like(maps)
@@ -54,7 +47,7 @@ def test_gan_bce_equals_torch_and_the_minimax_generator_loss():
 
 def test_lsgan_equals_mse_and_wgan_the_review_code():
     d, t = randn(12, seed=2), labels()
-    assert_same(get("lsgan").module(reduction="none"), lambda x, y: F.mse_loss(x, y, reduction="none"), d, t)
+    assert_same(get("lsgan").module(reduction="none"), lambda x, y: F.mse_loss(x, y, reduction="none"), d, t, wrt=1)
     real, fake = randn(6, seed=3), randn(6, seed=4)
     both = torch.cat([real, fake])
     target = torch.cat([torch.ones(6), torch.zeros(6)]).to(torch.float64)
@@ -67,10 +60,10 @@ def test_hinge_gan_discriminator_and_generator():
     d, t = randn(12, seed=5, scale=2), labels()
     expected = torch.where(t == 1, torch.clamp(1 - d, min=0), torch.clamp(1 + d, min=0))
     assert_same(get("hinge_gan").module(reduction="none"),
-                lambda x, y: torch.where(y == 1, torch.clamp(1 - x, min=0), torch.clamp(1 + x, min=0)), d, t)
+                lambda x, y: torch.where(y == 1, torch.clamp(1 - x, min=0), torch.clamp(1 + x, min=0)), d, t, wrt=1)
     torch.testing.assert_close(get("hinge_gan").module(reduction="none")(d, t), expected)
     ones = torch.ones(12, dtype=torch.float64)
-    assert_same(get("hinge_gan").module(generator=1, reduction="none"), lambda x, y: -x, d, ones)
+    assert_same(get("hinge_gan").module(generator=1, reduction="none"), lambda x, y: -x, d, ones, wrt=1)
 
 
 def test_vae_kl_equals_torch_distributions():
@@ -79,7 +72,7 @@ def test_vae_kl_equals_torch_distributions():
     def theirs(m, lv):
         return kl_divergence(Normal(m, (0.5 * lv).exp()), Normal(torch.zeros_like(m), torch.ones_like(m))).sum(1)
 
-    assert_same(get("vae_kl").module(reduction="none"), theirs, mu, logvar)
+    assert_same(get("vae_kl").module(reduction="none"), theirs, mu, logvar, wrt=1)
     # and the gradient with respect to the log-variance
     lv = logvar.clone().requires_grad_(True)
     get("vae_kl").module(reduction="sum")(mu, lv).backward()
@@ -89,14 +82,14 @@ def test_vae_kl_equals_torch_distributions():
 def test_cycle_consistency_equals_l1():
     x, rec = randn(4, 3, 5, 5, seed=8), randn(4, 3, 5, 5, seed=9)
     assert_same(get("cycle_consistency").module(lambda_cycle=1.0, reduction="none"),
-                lambda a, b: F.l1_loss(a, b, reduction="none").mean((1, 2, 3)), rec, x)
+                lambda a, b: F.l1_loss(a, b, reduction="none").mean((1, 2, 3)), rec, x, wrt=1)
     torch.testing.assert_close(get("cycle_consistency").module()(rec, x), 10 * F.l1_loss(rec, x))
 
 
 def test_noise_prediction_is_the_mse_and_add_noise_the_review_schedule():
     eps_hat, eps = randn(4, 3, 5, 5, seed=10), randn(4, 3, 5, 5, seed=11)
     module = get("noise_prediction").module(reduction="none")
-    assert_same(module, lambda a, b: F.mse_loss(a, b, reduction="none").mean((1, 2, 3)), eps_hat, eps)
+    assert_same(module, lambda a, b: F.mse_loss(a, b, reduction="none").mean((1, 2, 3)), eps_hat, eps, wrt=1)
     x0, t = randn(4, 3, 5, 5, seed=12), torch.tensor([0, 10, 500, 999])
     alpha_bar = torch.cumprod(1.0 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), dim=0)[t].view(-1, 1, 1, 1)
     torch.testing.assert_close(module.add_noise(x0, eps, t), alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps)
@@ -119,11 +112,7 @@ def _args(name, n=12, dtype=torch.float64):
 
 @pytest.mark.parametrize("name", ALL)
 def test_reductions(name):
-    args = _args(name)
-    none = get(name).module(reduction="none")(*args)
-    assert none.shape == (12,)
-    torch.testing.assert_close(get(name).module(reduction="sum")(*args), none.sum())
-    torch.testing.assert_close(get(name).module()(*args), none.mean())
+    assert_reductions(get(name), _args(name), 12)
 
 
 @pytest.mark.parametrize("name", ALL)

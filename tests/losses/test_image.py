@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from lossforge.losses import LossInputError, LossParameterError, get
 
-from .helpers import IMAGE_SHAPE, MS_SSIM_SIDE, build, feature_extractor, generator
+from .helpers import IMAGE_SHAPE, MS_SSIM_SIDE, assert_reductions, assert_same, build, feature_extractor, generator
 
 kornia_losses = pytest.importorskip("kornia.losses")
 tm_image = pytest.importorskip("torchmetrics.functional.image")
@@ -29,22 +29,13 @@ def images(n=4, shape=IMAGE_SHAPE, seed=0, dtype=torch.float64):
     return x, (0.7 * x + 0.3 * torch.rand(n, *shape, generator=g, dtype=dtype))
 
 
-def assert_same(ours, theirs, x, y, **tol):
-    """Values and the input's gradient of two per-image loss functions."""
-    a_in, b_in = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    a, b = ours(a_in, y), theirs(b_in, y)
-    torch.testing.assert_close(a, b, **tol)
-    (ga,), (gb,) = torch.autograd.grad(a.sum(), a_in), torch.autograd.grad(b.sum(), b_in)
-    torch.testing.assert_close(ga, gb, **tol)
-
-
 @pytest.mark.parametrize("window_size, max_val", [(11, 1.0), (5, 1.0), (7, 2.0)])
 def test_ssim_equals_kornia(window_size, max_val):
     x, y = images()
     ours = get("ssim").module(window_size=window_size, max_val=max_val, reduction="none")
     assert_same(ours, lambda a, b: kornia_losses.ssim_loss(a, b, window_size, max_val=max_val,
                                                            reduction="none").flatten(1).mean(1), x * max_val,
-                y * max_val)
+                y * max_val, wrt=1)
     torch.testing.assert_close(get("ssim").module(window_size=window_size)(x, y),
                                kornia_losses.ssim_loss(x, y, window_size))
 
@@ -62,7 +53,7 @@ def test_ms_ssim_equals_torchmetrics(window_size, sigma):
         return 1 - tm_image.multiscale_structural_similarity_index_measure(
             a, b, sigma=sigma, kernel_size=window_size, data_range=1.0, normalize="relu", reduction="none")
 
-    assert_same(ours, theirs, x, y)
+    assert_same(ours, theirs, x, y, wrt=1)
 
 
 def test_psnr_equals_kornia_per_image():
@@ -70,7 +61,7 @@ def test_psnr_equals_kornia_per_image():
     ours = get("psnr").module(eps=0.0, reduction="none")
     per_image = torch.stack([kornia_losses.psnr_loss(a[None], b[None], 1.0) for a, b in zip(x, y)])
     assert_same(ours, lambda a, b: torch.stack([kornia_losses.psnr_loss(p[None], q[None], 1.0)
-                                                for p, q in zip(a, b)]), x, y)
+                                                for p, q in zip(a, b)]), x, y, wrt=1)
     torch.testing.assert_close(ours(x, y), per_image)
     assert get("psnr").module(max_val=255.0, eps=0.0)(x[:1] * 255, y[:1] * 255).item() == \
         pytest.approx(kornia_losses.psnr_loss(x[:1] * 255, y[:1] * 255, 255.0).item())
@@ -94,11 +85,11 @@ def _gdl_loop(x, y, alpha):
 def test_gradient_difference_equals_the_paper_and_total_variation(alpha):
     x, y = images(n=3, shape=(2, 6, 7))
     assert_same(get("gradient_difference").module(alpha=alpha, reduction="none"), lambda a, b: _gdl_loop(a, b, alpha),
-                x, y)
+                x, y, wrt=1)
     flat = torch.full_like(x, 0.5)
     if alpha == 1.0:
         assert_same(get("gradient_difference").module(reduction="none"),
-                    lambda a, b: kornia_losses.total_variation(a).sum(-1), x, flat)
+                    lambda a, b: kornia_losses.total_variation(a).sum(-1), x, flat, wrt=1)
 
 
 def _gram(f):  # the review's style_loss.py: F F^T / (C H W)
@@ -110,7 +101,7 @@ def test_style_equals_the_review_code_on_one_and_several_layers():
     f1, t1 = images(n=3, shape=(4, 5, 6), seed=1)
     f2, t2 = images(n=3, shape=(2, 3, 3), seed=2)
     ours = get("style").module(reduction="none")
-    assert_same(ours, lambda a, b: ((_gram(a) - _gram(b)) ** 2).mean((1, 2)), f1, t1)
+    assert_same(ours, lambda a, b: ((_gram(a) - _gram(b)) ** 2).mean((1, 2)), f1, t1, wrt=1)
     expected = F.mse_loss(_gram(f1), _gram(t1)) + F.mse_loss(_gram(f2), _gram(t2))  # the repository's value
     torch.testing.assert_close(get("style").module()([f1, f2], [t1, t2]), expected)
 
@@ -119,7 +110,7 @@ def test_perceptual_equals_the_feature_mse():
     x, y = images()
     net = feature_extractor()
     ours = get("perceptual").module(feature_extractor=net, reduction="none")
-    assert_same(ours, lambda a, b: ((net(a) - net(b)) ** 2).mean((1, 2, 3)), x, y)
+    assert_same(ours, lambda a, b: ((net(a) - net(b)) ** 2).mean((1, 2, 3)), x, y, wrt=1)
     torch.testing.assert_close(get("perceptual").module(feature_extractor=net)(x, y), F.mse_loss(net(x), net(y)))
 
     def two_layers(img):  # an extractor returning several layers: they are summed
@@ -139,10 +130,7 @@ def _batch(name, n=4, dtype=torch.float64):
 @pytest.mark.parametrize("name", ALL)
 def test_reductions(name):
     x, y = _batch(name)
-    none = build(get(name), reduction="none")(x, y)
-    assert none.shape == (x.shape[0],)
-    torch.testing.assert_close(build(get(name), reduction="sum")(x, y), none.sum())
-    torch.testing.assert_close(build(get(name))(x, y), none.mean())
+    assert_reductions(get(name), (x, y), x.shape[0])
 
 
 @pytest.mark.parametrize("name", ALL)
