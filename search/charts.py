@@ -19,19 +19,22 @@ def wrap(text: str, width: int = LABEL_WIDTH) -> list[str]:
     return textwrap.wrap(str(text), width=width, break_on_hyphens=False) or [""]
 
 
-def fit_labels(labels: list[str], width: int = LABEL_WIDTH, max_lines: int = 2,
-               key: str = "#") -> tuple[list[str], list[str]]:
+def fit_labels(labels: list[str], width: int = LABEL_WIDTH, max_lines: int = 2, key: str = "#",
+               tags: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(labels to draw, legend lines): a label is kept, wrapped onto ``max_lines``
-    lines, or replaced by ``#k`` with ``"#k: full text"`` in the legend."""
+    lines, or replaced by a key with ``"key: full text"`` in the legend.  Keys are
+    ``#1, #2, ...`` (``key`` + a count), or with ``tags`` the label's own tag,
+    drawn as ``"tag: label"`` when that fits and ``"tag (below)"`` when not."""
     shown, notes = [], []
-    for label in labels:
-        lines = wrap(label, width)
+    for i, label in enumerate(labels):
+        text = f"{tags[i]}: {label}" if tags else label
+        lines = wrap(text, width)
         if len(lines) <= max_lines:
             shown.append("\n".join(lines))
-        else:
-            tag = f"{key}{len(notes) + 1}"
-            shown.append(tag)
-            notes.append(f"{tag}: {label}")
+            continue
+        tag = tags[i] if tags else f"{key}{len(notes) + 1}"
+        shown.append(f"{tag} (below)" if tags else tag)
+        notes.append(f"{tag}: {label}")
     return shown, notes
 
 

@@ -108,6 +108,8 @@ def context(data, figures: dict[str, Path], refresh: float | None = None) -> dic
         "baselines": [(t, name, _num(v)) for t, (name, v) in data.baselines.items()],
         "saved": data.saved, "tasks": data.tasks, "hof": hof,
         "confirmed_any": any(h["confirmation"] for h in hof),
+        "confirm_seeds": next((h["confirmation"]["seeds"] for h in hof if h["confirmation"]
+                               and h["confirmation"]["seeds"]), None),
         "reasons": [k.replace("_", " ") for k in reasons], "generations": generations,
         "front": [{"complexity": r.get("complexity", ""), "fitness": _num(r.get("fitness"), signed=True),
                    "expr": r["expr"]} for r in data.front],

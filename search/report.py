@@ -136,7 +136,7 @@ def fitness_plot(generations: list[dict], path: Path, search_generations: int | 
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (mean log error ratio vs baseline)")
     ax.set_title("fitness per generation (> 0 beats the baseline)")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)  # off the data
     return save_png(fig, path)
 
 
@@ -192,7 +192,7 @@ def pareto_plot(candidates: list[dict], front: list[dict], path: Path) -> Path:
     ax.set_xlabel("complexity (nodes of the expression)")
     ax.set_ylabel("fitness (mean log error ratio vs baseline)")
     ax.set_title("fitness against complexity")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)  # off the data
     return save_png(fig, path)
 
 
@@ -228,8 +228,7 @@ def shapes_plot(exprs: list[str], space: str, path: Path) -> Path:
     panels = ["y=1", "y=0"] if space == "probability" else ["y=0"]
     baseline = _BASELINE_EXPR[space]
     texts = [*exprs, baseline]
-    shown, notes = fit_labels([f"#{i + 1}: {t}" for i, t in enumerate(exprs)] + [f"baseline: {baseline}"],
-                              width=36, key="L")
+    shown, notes = fit_labels(texts, width=40, tags=[f"#{i + 1}" for i in range(len(exprs))] + ["baseline"])
     fig, axes = figure_with_notes(5.5 * len(panels), 4.3, cols=len(panels), notes=notes)
     for ax, panel in zip(axes, panels):
         seen: list[float] = []
