@@ -54,6 +54,7 @@ def test_lsgan_equals_mse_and_wgan_the_review_code():
     critic = get("wgan").module(reduction="sum")(both, target) / 6
     torch.testing.assert_close(critic, -real.mean() + fake.mean())  # the review's WGAN discriminator mode
     torch.testing.assert_close(get("wgan").module()(fake, torch.ones(6, dtype=torch.float64)), -fake.mean())
+    assert_same(get("wgan").module(reduction="none"), lambda x, y: torch.where(y == 1, -x, x), both, target, wrt=1)
 
 
 def test_hinge_gan_discriminator_and_generator():
