@@ -11,7 +11,8 @@ and the run's config.
 
 :func:`watch` (``lossforge report RUN_DIR --watch``) rewrites the report each
 time the running search writes a generation (it polls the run's checkpoint,
-results and store status) and stops when the run is no longer running, or
+results and store status; it may be started before the search has created
+the run directory) and stops when the run is no longer running, or
 after ``idle_timeout`` seconds without a change (a run killed without a
 chance to record it).  While the run is going, the page reloads itself every
 ``interval`` seconds, so a browser tab follows the search.
@@ -97,7 +98,7 @@ def context(data, figures: dict[str, Path], refresh: float | None = None) -> dic
         config_text = cfg.to_toml()
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     return {
-        "run_id": data.run_id, "status": status, "refresh": int(refresh) if refresh else None, "updated": now,
+        "run_id": data.run_id, "status": status, "refresh": max(1, round(refresh)) if refresh else None, "updated": now,
         "progress": f"{done} of {cfg.generations} generations", "running": status == "running",
         "summary": [("run directory", str(data.run_dir)), ("config", f"{cfg.name} (digest "
                                                              f"{data.meta.get('config_digest', '?')})"),
@@ -171,6 +172,10 @@ def watch(run_dir: str | Path, out: str | Path | None = None, *, interval: float
     run_dir = Path(run_dir)
     last, rep = None, None
     changed_at = time.monotonic()
+    while not (run_dir / "run.json").exists() or not (run_dir / "config.toml").exists():
+        if time.monotonic() - changed_at > idle_timeout:  # never started: the usual error names the directory
+            break
+        sleep(interval)  # started together with its search: the run directory appears in a moment
     while True:
         stamp, status = _stamp(run_dir), _status(run_dir)
         if (stamp, status) != last:

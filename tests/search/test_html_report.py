@@ -217,3 +217,28 @@ def test_watch_gives_up_on_a_run_that_stopped_writing(search, tmp_path, capsys):
     assert "no new generation for 0.2 s" in out and "report.html: rewritten (run running)" in out
     assert main(["report", str(run_dir), "--watch", "--interval", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_watch_follows_a_real_search(tmp_path):
+    """A search in another process, watched from its start: the page is rewritten while the run
+    is going (and reloads itself), and watching ends when the run finishes."""
+    import sys
+
+    config = tmp_path / "small.toml"
+    config.write_text('[search]\ntasks = ["digits"]\ngenerations = 3\npopulation = 8\n[evaluation]\nsteps = 60\n'
+                      'evaluator = "local"\n[store]\nsave_best = 0\n[confirmation]\nconfirm_top = 0\n', encoding="utf-8")
+    run_dir = tmp_path / "run"
+    search = subprocess.Popen([sys.executable, "-m", "lossforge.search.cli", "search", str(config), "--run-dir",
+                               str(run_dir), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = []
+    try:
+        rep, why = watch(run_dir, interval=0.5, idle_timeout=300,
+                         on_update=lambda rep, status: seen.append((status, rep.html.read_text())))
+    finally:
+        err = search.communicate(timeout=600)[1]
+    assert search.returncode == 0, err.decode()[-2000:]
+    assert why == "finished" and seen[-1][0] == "finished" and 'http-equiv="refresh"' not in seen[-1][1]
+    running = [page for status, page in seen if status == "running"]
+    assert running and all('http-equiv="refresh" content="1"' in page for page in running)  # 0.5 s: at least 1
+    assert len(seen) >= 2
