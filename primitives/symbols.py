@@ -25,11 +25,31 @@ NAMED_CONSTANTS: dict[str, sympy.Expr] = {"E": sympy.E, "pi": sympy.pi}
 ALL_SYMBOLS: dict[str, sympy.Symbol] = {**TERMINALS, **TUNABLE}
 
 
-class log(sympy.Function):  # noqa: N801  (printed, and parsed back, as "log")
+class _OfMagnitude(sympy.Function):
+    """A function of |x| with |x| floored (the protected log and sqrt): real for every real x."""
+
+    nargs = 1
+    _plain = staticmethod(sympy.Function)  # the sympy function applied to max(|x|, _floor)
+    _floor: float = 0.0
+
+    def _eval_evalf(self, prec):
+        v = self.args[0]._eval_evalf(prec)
+        if v is None or not v.is_real:
+            return None
+        return self._plain(max(abs(v), sympy.Float(self._floor)))._eval_evalf(prec)
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _sympystr(self, printer):
+        return "%s(%s)" % (type(self).__name__, printer._print(self.args[0]))
+
+
+class log(_OfMagnitude):  # noqa: N801  (printed, and parsed back, as "log")
     """Protected logarithm log(|x|): real for every real x, unlike sympy.log,
     so sympy never turns a candidate into a complex expression."""
 
-    nargs = 1
+    _plain, _floor = staticmethod(sympy.log), LOG_EPS
 
     @classmethod
     def eval(cls, x):
@@ -44,27 +64,15 @@ class log(sympy.Function):  # noqa: N801  (printed, and parsed back, as "log")
     def fdiff(self, argindex=1):
         return 1 / self.args[0]
 
-    def _eval_evalf(self, prec):
-        v = self.args[0]._eval_evalf(prec)
-        if v is None or not v.is_real:
-            return None
-        return sympy.log(max(abs(v), sympy.Float(LOG_EPS)))._eval_evalf(prec)
-
-    def _eval_is_real(self):
-        return self.args[0].is_real
-
-    def _sympystr(self, printer):
-        return "log(%s)" % printer._print(self.args[0])
-
     def _latex(self, printer, exp=None):
         body = r"\log{\left(%s \right)}" % printer._print(self.args[0])
         return body if exp is None else r"%s^{%s}" % (body, exp)
 
 
-class sqrt(sympy.Function):  # noqa: N801  (printed, and parsed back, as "sqrt")
+class sqrt(_OfMagnitude):  # noqa: N801  (printed, and parsed back, as "sqrt")
     """Protected square root sqrt(|x|)."""
 
-    nargs = 1
+    _plain, _floor = staticmethod(sympy.sqrt), SQRT_EPS
 
     @classmethod
     def eval(cls, x):
@@ -81,20 +89,8 @@ class sqrt(sympy.Function):  # noqa: N801  (printed, and parsed back, as "sqrt")
         x = self.args[0]
         return sympy.sign(x) / (2 * sqrt(x))
 
-    def _eval_evalf(self, prec):
-        v = self.args[0]._eval_evalf(prec)
-        if v is None or not v.is_real:
-            return None
-        return sympy.sqrt(max(abs(v), sympy.Float(SQRT_EPS)))._eval_evalf(prec)
-
-    def _eval_is_real(self):
-        return self.args[0].is_real
-
     def _eval_is_nonnegative(self):
         return self.args[0].is_real
-
-    def _sympystr(self, printer):
-        return "sqrt(%s)" % printer._print(self.args[0])
 
     def _latex(self, printer, exp=None):
         body = r"\sqrt{%s}" % printer._print(self.args[0])
