@@ -157,6 +157,9 @@ class SearchConfig:
                               "it or set confirm_top = 0 (then nothing is confirmed, so nothing is saved)")
         if not 0.0 < self.confirm_alpha < 1.0:
             raise ConfigError(f"confirm_alpha = {self.confirm_alpha} must be in (0, 1), e.g. 0.05")
+        if self.strategy == "aging" and self.selection != "tournament":
+            raise ConfigError(f"selection = {self.selection!r} applies to strategy 'gp'; aging evolution picks parents "
+                              "by tournament (tournament_size) among the living population: drop selection")
         if self.aging_population is not None and self.aging_population < self.tournament_size:
             raise ConfigError(f"aging_population = {self.aging_population} is below tournament_size = "
                               f"{self.tournament_size}; raise it")
