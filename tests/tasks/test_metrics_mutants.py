@@ -149,3 +149,42 @@ def test_user_metric_name_of_a_callable_object():
             return 1.0
 
     assert user_metric(Scorer(), "max", "binary").name == "Scorer"
+
+
+def test_class_counts_live_on_the_decisions_device(monkeypatch):
+    # The meta device stands in for a GPU: every tensor the classification metrics make
+    # must be on the decisions' device (torch.bincount has no meta kernel; a stand-in does).
+    monkeypatch.setattr(torch, "bincount", lambda t, minlength=0: torch.zeros(minlength, dtype=torch.long,
+                                                                               device=t.device))
+    d, t = torch.zeros(2, 5, dtype=torch.long, device="meta"), torch.zeros(5, dtype=torch.long, device="meta")
+    for name in ("balanced_accuracy", "macro_f1", "accuracy", "iou", "dice"):
+        out = get_metric(name)(d, t, 3)
+        assert out.device.type == "meta" and out.shape == (2,), name
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # sklearn: "y_pred contains classes not in y_true"
+def test_small_counts_and_small_variances():
+    # a class with a single target sample is present, with recall tp / 1
+    got = get_metric("balanced_accuracy")(_t([[0, 0, 1, 2]]), _t([0, 0, 1, 2]), 3).item()
+    assert got == 1.0
+    assert get_metric("balanced_accuracy")(_t([[0, 0, 1, 2]]), _t([0, 0, 1, 1]), 3).item() == \
+        pytest.approx(skm.balanced_accuracy_score([0, 0, 1, 1], [0, 0, 1, 2]))
+    # one foreground pixel, found: IoU 1
+    assert get_metric("iou")(_t([[1, 0]]), _t([1, 0])).item() == 1.0
+    # a single class in targets and predictions: macro-F1 over that one class
+    assert get_metric("macro_f1")(_t([[0, 0, 0]]), _t([0, 0, 0]), 2).item() == 1.0
+    # targets with a variance far below 1
+    t = np.array([0.0, 0.1, 0.2])
+    d = np.array([[0.0, 0.1, 0.3]])
+    assert get_metric("r2")(_t(d), _t(t)).item() == pytest.approx(skm.r2_score(t, d[0]))
+
+
+def test_descriptions_and_the_full_list_of_known_metrics():
+    assert get_metric("mae").description == "mean absolute error (original units)"
+    assert get_metric("accuracy").description == "fraction correct (pixels for segmentation)"
+    assert get_metric("pinball:0.9").description == "pinball (quantile) loss at 0.9"
+    with pytest.raises(TaskError) as info:
+        get_metric("nope")
+    assert str(info.value).endswith(
+        "known metrics: accuracy, balanced_accuracy, macro_f1, iou, dice, mse, rmse, mae, r2, pinball "
+        "(pinball takes a quantile: 'pinball:0.9')")
