@@ -63,7 +63,9 @@ class Primitive:
 
     ``derivative`` is the row's forward-mode rule for the population program
     (the convention of :mod:`lossforge.primitives.derivatives`); ``None``
-    derives it with torch autograd, so a user row needs none.
+    derives it with torch autograd, so a user row needs none.  pow, whose
+    exponent is a compile-time constant, gives a function of the exponent
+    that returns the rule.
 
     ``export`` is the expression the standalone exporter prints, over the
     operands ``{0}``, ``{1}`` (e.g. ``"torch.asinh({0})"``), and
