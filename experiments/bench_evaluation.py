@@ -9,6 +9,11 @@ batch 64), one CPU thread.  Prints seconds per candidate for
   one model at a time; and the same loop training each loss of the candidate
   mix through its compiled expression (what scoring candidates one by one costs),
 * ``Task.evaluate`` on a realistic mix of candidate losses at K = 1, 16, 64, 256,
+* the two population paths at K = 64: the hand-stacked spec layout (the fast
+  path for built-in spec models) and the ``torch.func`` path every user
+  ``nn.Module`` takes (``--only paths``),
+* MNIST-1D with the paper's 1-D CNN (a plain ``nn.Module``): one model at a
+  time against the population at K = 16 and 64 (``--only mnist1d``),
 
 the speed-up, a FLOP-bound floor for the same work (FLOPs counted, GFLOP/s of
 a large matmul measured on this machine), the accuracy distribution of both
@@ -18,13 +23,13 @@ over seeds (mean and sd), and memory per candidate.  Timings are medians of
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import statistics
 import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from lossforge.losses.spaces import per_sample_loss
@@ -67,7 +72,7 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
 def plain_loop(task, seed: int, loss: str | None = None) -> float:
     """One model, trained the ordinary way; returns validation accuracy."""
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(task.input_dim, 64), nn.ReLU(), nn.Linear(64, task.output_dim))
+    model = task.model_source.make(seed)  # the task's own model (digits: Linear-ReLU-Linear), one copy
     opt = torch.optim.Adam(model.parameters(), lr=task.lr)
     X, y = torch.tensor(task.X_train), torch.tensor(task.y_train)
     program = parse(loss).compile() if loss is not None else None
@@ -88,6 +93,7 @@ def plain_loop(task, seed: int, loss: str | None = None) -> float:
         opt.zero_grad()
         loss_value.backward()
         opt.step()
+    model.eval()
     with torch.no_grad():
         pred = model(torch.tensor(task.X_val)).argmax(1)
     return (pred == torch.tensor(task.y_val)).double().mean().item()
@@ -98,7 +104,7 @@ def dataloader_loop(task, seed: int) -> float:
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(task.input_dim, 64), nn.ReLU(), nn.Linear(64, task.output_dim))
+    model = task.model_source.make(seed)
     opt = torch.optim.Adam(model.parameters(), lr=task.lr)
     loader = DataLoader(TensorDataset(torch.tensor(task.X_train), torch.tensor(task.y_train)),
                         batch_size=task.batch_size, shuffle=True, drop_last=True)
@@ -135,11 +141,56 @@ def flops_per_candidate(task) -> float:
     return task.steps * per_step + 2 * task.n_val * (d * h + h * c)
 
 
+def without_fast_path(task):
+    """The same task trained through the torch.func population (vmap) instead of the stacked spec layout."""
+    twin = copy.copy(task)
+    twin.fast_path = False
+    twin._tensor_cache = {}
+    return twin
+
+
+def paths_section(task, repeats: int, k: int = 64) -> None:
+    """Today's hand-stacked spec layout against the torch.func path, same losses, same seed."""
+    losses = (MIX * (k // len(MIX) + 1))[:k]
+    funcs = without_fast_path(task)
+    funcs.evaluate(MIX[:2], steps=5)  # warm up
+    t_fast, r_fast = median_time(lambda: task.evaluate(losses, seed=0), repeats)
+    t_func, r_func = median_time(lambda: funcs.evaluate(losses, seed=0), repeats)
+    same = sum(a.metric == b.metric for a, b in zip(r_fast, r_func))
+    print(f"\npopulation paths on {task.name} at K={k} (seconds per candidate, medians of {repeats})")
+    print(f"  stacked spec layout (tasks/stacked.py)  {t_fast / k:8.4f} s")
+    print(f"  torch.func vmap (tasks/population.py)   {t_func / k:8.4f} s   stacked is x{t_func / t_fast:4.2f} faster;"
+          f" {same}/{k} metrics identical, max |diff| "
+          f"{max(abs(a.metric - b.metric) for a, b in zip(r_fast, r_func)):.4f}")
+
+
+def mnist1d_section(repeats: int, ks=(16, 64), steps: int | None = None) -> None:
+    """MNIST-1D with the paper's CNN (a plain nn.Module): one model at a time vs the population."""
+    task = get("mnist1d")
+    steps = steps or task.steps
+    if steps != task.steps:
+        task = copy.copy(task)
+        task.steps, task._tensor_cache = steps, {}
+    task.evaluate(MIX[:2], steps=5)
+    plain_loop(task, 0)
+    t_plain, acc = median_time(lambda: plain_loop(task, 0), repeats)
+    print(f"\nmnist1d: {task.describe_model()}, {task.steps} steps x batch {task.batch_size}, adam lr={task.lr:g}")
+    print(f"  plain loop, one model at a time        {t_plain:8.3f} s per candidate (CE val accuracy {acc:.3f})")
+    for k in ks:
+        losses = (MIX * (k // len(MIX) + 1))[:k]
+        t, res = median_time(lambda: task.evaluate(losses, seed=0), repeats)
+        print(f"  population K={k:<4d}                     {t / k:8.3f} s per candidate   x{t_plain / (t / k):5.1f} vs "
+              f"plain; CE val accuracy {res[0].metric:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and seeds, K up to 64")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--only", choices=("digits", "paths", "mnist1d"), default=None,
+                    help="run one section: the digits table, stacked vs torch.func paths, or MNIST-1D")
+    ap.add_argument("--mnist1d-steps", type=int, default=None, help="override mnist1d's 1000-step budget")
     args = ap.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     n_seeds = args.seeds or (3 if args.quick else 5)
@@ -147,6 +198,12 @@ def main() -> None:
 
     torch.set_num_threads(1)
     task = get("digits")
+    if args.only in (None, "paths"):
+        paths_section(task, repeats)
+    if args.only in (None, "mnist1d"):
+        mnist1d_section(1, steps=args.mnist1d_steps)
+    if args.only in ("paths", "mnist1d"):
+        return
     print(f"digits: {task.describe_model()}, {task.optimizer} lr={task.lr:g}, {task.steps} steps x batch "
           f"{task.batch_size}, {task.n_train} train / {task.n_val} val; torch {torch.__version__}, 1 thread; "
           f"medians of {repeats} run(s)")

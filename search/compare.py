@@ -184,8 +184,6 @@ def rank(values: dict[str, float], direction: str) -> dict[str, float]:
 # ----------------------------------------------------------------------------- resolving names
 def _resolve_tasks(tasks) -> list:
     from lossforge.tasks import Task
-    from lossforge.tasks import get as get_task
-    from lossforge.tasks import names as task_names
 
     if isinstance(tasks, (str, Task)):
         tasks = [tasks]
@@ -194,13 +192,16 @@ def _resolve_tasks(tasks) -> list:
     items = [t for t in items if not (isinstance(t, str) and not t)]
     if not items:
         raise CompareError("no tasks to compare on; name at least one (see `lossforge tasks`)")
-    known = task_names()
+    from .errors import ConfigError
+    from .taskref import resolve_task
+
     resolved, seen = [], set()
     for t in items:
-        if isinstance(t, str):
-            if t not in known:
-                raise CompareError(f"unknown task '{t}'{did_you_mean(t, known)}; known tasks: {', '.join(known)}")
-            t = get_task(t)
+        if isinstance(t, str):  # a built-in name or the user's "module:function" task factory
+            try:
+                t = resolve_task(t)
+            except ConfigError as exc:
+                raise CompareError(str(exc)) from None
         elif not isinstance(t, Task):
             raise CompareError(f"a task must be a task name or a Task, got {type(t).__name__}")
         if t.name in seen:

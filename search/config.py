@@ -7,11 +7,16 @@ key is answered with the closest known one ("did you mean ...?").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import re
 import tomllib
+import contextlib
+import contextvars
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +24,7 @@ from typing import Any
 import tomli_w
 
 from lossforge.primitives import did_you_mean
+from lossforge.tasks import Task
 
 from .errors import ConfigError
 
@@ -41,7 +47,7 @@ class SearchConfig:
     """
 
     # -- what to search
-    tasks: list[str] = field(default_factory=lambda: ["digits"])
+    tasks: list[str | Task] = field(default_factory=lambda: ["digits"])  # names, "module:function" or Tasks
     strategy: str = "gp"
     name: str = "search"
     seed: int = 0
@@ -113,15 +119,19 @@ class SearchConfig:
                               "starting with a letter or digit")
         if not self.tasks:
             raise ConfigError("tasks is empty; name at least one task (see `lossforge tasks`)")
-        self.tasks = list(self.tasks)
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(f"tasks lists a task twice: {self.tasks}")
-        from lossforge.tasks import names as task_names
+        from .taskref import is_factory_ref, resolve_task, task_name
 
-        known = task_names()
+        # Built-in names stay names; "module:function" factories are imported and called once, here
+        # (unless read with tasks_unresolved(), to look at a finished run without running user code).
+        unresolved = _UNRESOLVED.get()
+        self.tasks = [resolve_task(t) if isinstance(t, str) and is_factory_ref(t) and not unresolved else t
+                      for t in self.tasks]
+        names = [task_name(t) for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"tasks lists a task name twice: {names}; give each task its own name")
         for t in self.tasks:
-            if t not in known:
-                raise ConfigError(f"unknown task '{t}'{did_you_mean(t, known)}; known tasks: {', '.join(known)}")
+            if isinstance(t, str) and not unresolved:
+                resolve_task(t)  # an unknown name: one ConfigError line with the known names
         self._choice("strategy", STRATEGIES)
         self._choice("selection", SELECTIONS)
         self._choice("aggregate", AGGREGATES)
@@ -228,17 +238,21 @@ class SearchConfig:
             raise ConfigError(f"{name} = {v} must be positive")
 
     def _check_types(self) -> None:
-        hints = {f.name: f.type for f in fields(self)}
-        for name, hint in hints.items():
-            value = getattr(self, name)
-            if not _type_ok(value, hint):
-                raise ConfigError(f"{name} = {value!r} has the wrong type; expected {hint}")
+        hints = _hints()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                raise ConfigError(f"{f.name} = {value!r} has the wrong type; expected {_describe(hints[f.name])}")
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{name} = {value} must be finite")
+                raise ConfigError(f"{f.name} = {value} must be finite")
 
     # -- I/O -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "SearchConfig":
+    def from_dict(cls, data: dict[str, Any], source: str = "config", base_dir: str | Path | None = None,
+                  tasks: dict[str, Task] | None = None) -> "SearchConfig":
+        """A config from (sectioned) keys.  ``module:function`` tasks are imported from ``base_dir`` (the
+        config file's folder), the current directory and installed packages; ``tasks`` maps task names or
+        references to Task objects to use instead (a resumed run's tasks, rebuilt and checked)."""
         flat: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for key, value in data.items():
@@ -258,10 +272,18 @@ class SearchConfig:
                 raise ConfigError(f"{source}: unknown key '{key}'{did_you_mean(key, known)}")
         if "constant_range" in flat and isinstance(flat["constant_range"], list):
             flat["constant_range"] = tuple(flat["constant_range"])
+        if isinstance(flat.get("tasks"), list):
+            from .taskref import is_factory_ref, resolve_task
+
+            given = tasks or {}
+            defer = _UNRESOLVED.get()
+            flat["tasks"] = [given[t] if isinstance(t, str) and t in given else
+                             resolve_task(t, base_dir) if isinstance(t, str) and is_factory_ref(t) and not defer
+                             else t for t in flat["tasks"]]
         return cls(**flat)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "SearchConfig":
+    def from_toml(cls, path: str | Path, tasks: dict[str, Task] | None = None) -> "SearchConfig":
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -271,11 +293,15 @@ class SearchConfig:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except RecursionError:
             raise ConfigError(f"{path}: not a search config (arrays or tables nested too deeply)") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), base_dir=path.parent, tasks=tasks)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["constant_range"] = list(self.constant_range)
+        """Plain values; a task is written as its name or ``module:function`` reference."""
+        from .taskref import reference_of
+
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}
+        d["tasks"] = [reference_of(t) for t in self.tasks]
         return d
 
     def to_toml(self) -> str:
@@ -292,23 +318,66 @@ class SearchConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _type_ok(value: Any, hint: str) -> bool:
-    hint = str(hint).replace(" ", "")
-    optional = hint.endswith("|None")
-    base = hint[: -len("|None")] if optional else hint
-    if value is None:
-        return optional
-    if base == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if base == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if base == "bool":
+_UNRESOLVED = contextvars.ContextVar("lossforge_tasks_unresolved", default=False)
+
+
+@contextlib.contextmanager
+def tasks_unresolved():
+    """Within this block, configs keep their task entries as text (names, ``module:function``): nothing
+    is imported or built.  For reading a finished run's settings (reports)."""
+    token = _UNRESOLVED.set(True)
+    try:
+        yield
+    finally:
+        _UNRESOLVED.reset(token)
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(SearchConfig)
+
+
+def _matches(value: Any, tp) -> bool:
+    """Whether ``value`` fits the dataclass field type ``tp`` (the types SearchConfig uses)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
         return isinstance(value, bool)
-    if base == "str":
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
         return isinstance(value, str)
-    if base == "list[str]":
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    if base == "tuple[float,float]":
-        return (isinstance(value, (list, tuple)) and len(value) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
-    return True
+    if origin is list:
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value)
+    if origin is tuple:
+        return (isinstance(value, (list, tuple)) and len(value) == len(args)
+                and all(_matches(v, a) for v, a in zip(value, args)))
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    raise TypeError(f"SearchConfig has a field of type {tp!r} that the validator does not know")  # a bug, not input
+
+
+def _describe(tp) -> str:
+    return str(tp).replace("typing.", "").replace("lossforge.tasks.task.", "").replace("<class '", "").replace("'>", "")
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SearchConfig))
+_dataclass_init = SearchConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init(self, *args, **kwargs):
+    for key in kwargs:
+        if key not in _FIELD_NAMES:
+            raise ConfigError(f"unknown key '{key}'{did_you_mean(key, _FIELD_NAMES)}")
+    if len(args) > len(_FIELD_NAMES):
+        raise ConfigError(f"SearchConfig takes keyword arguments; got {len(args)} positional ones")
+    _dataclass_init(self, *args, **kwargs)
+
+
+SearchConfig.__init__ = _init

@@ -33,6 +33,9 @@ from .halloffame import Entry, HallOfFame
 from .progress import Progress
 from .runstore import LOCAL_STORE, RunStore, run_store_url
 from .scoring import Scorer
+from .taskref import rebuild as rebuild_task
+from .taskref import record as task_record
+from .taskref import resolve_task, shipped_modules, task_name
 from .strategies import make_strategy
 
 RUN_FILE = "run.json"
@@ -55,6 +58,11 @@ class SearchResult:
     @property
     def best(self) -> Entry | None:
         return self.hall_of_fame[0] if self.hall_of_fame else None
+
+
+def resolve_tasks(config: SearchConfig) -> dict:
+    """The config's tasks as Task objects, by name, in the config's order."""
+    return {task_name(t): resolve_task(t) for t in config.tasks}
 
 
 def derive_seeds(seed: int, n: int, salt: int) -> list[int]:
@@ -94,6 +102,7 @@ def run(config: SearchConfig, run_dir: str | Path | None = None, *, quiet: bool 
                            "or choose another --run-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = f"{config.name}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}"
+    tasks = resolve_tasks(config)
     meta = {
         "run_id": run_id,
         "created": time.time(),
@@ -102,6 +111,7 @@ def run(config: SearchConfig, run_dir: str | Path | None = None, *, quiet: bool 
         "config_digest": config.digest(),
         "eval_seeds": derive_seeds(config.seed, config.eval_seeds, 1),
         "strategy_seed": derive_seeds(config.seed, 1, 2)[0],
+        "tasks": [task_record(t) for t in tasks.values()],  # how to rebuild each task, and its data fingerprint
     }
     atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
     atomic_write_text(run_dir / RUN_FILE, json.dumps(meta, indent=2))
@@ -113,6 +123,9 @@ def resume(run_dir: str | Path, *, quiet: bool = False, progress: bool | None = 
     """Continue a run from its last checkpoint; the results equal an uninterrupted run's.
 
     ``overrides`` may change only where the work runs (workers, evaluator, address).
+    ``tasks``: Task objects the run was given in Python (its built-in and
+    ``module:function`` tasks are rebuilt from the run directory); each is
+    checked against the fingerprint the run recorded.
     """
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():

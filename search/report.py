@@ -103,14 +103,15 @@ def _finite_or_zero(v) -> float:
 
 
 def _read_config(run_dir: Path) -> SearchConfig:
-    return SearchConfig.from_toml(run_dir / "config.toml")
+    """The run's settings; its tasks stay names and references (no user code runs for a report)."""
+    from .config import tasks_unresolved
+
+    with tasks_unresolved():
+        return SearchConfig.from_toml(run_dir / "config.toml")
 
 
-def _space(config: SearchConfig) -> str:
-    from lossforge.tasks import get as get_task
-
-    kind = get_task(config.tasks[0]).kind
-    return "real" if kind == "regression" else "probability"
+def _space(tasks: list[tuple[str, str | None]]) -> str:
+    return "real" if tasks and tasks[0][1] == "regression" else "probability"
 
 
 # ----------------------------------------------------------------------------- figures
@@ -347,7 +348,9 @@ class RunData:
 
     @property
     def tasks(self) -> list[str]:
-        return list(self.config.tasks)
+        from .taskref import run_tasks
+
+        return [name for name, _ in run_tasks(self.meta, self.config.tasks)]
 
 
 def _read_json_list(path: Path) -> list[dict]:
@@ -391,8 +394,11 @@ def read_run(run_dir: str | Path) -> RunData:
     from .runstore import run_store_url
 
     run_dir = Path(run_dir)
+    from .taskref import run_tasks
+
     meta = _read_meta(run_dir)
     config = _read_config(run_dir)
+    tasks = run_tasks(meta, config.tasks)  # (name, kind), from the run's records
     run_id = meta["run_id"]
     store = _open_store(run_dir, meta)
     try:
@@ -405,7 +411,7 @@ def read_run(run_dir: str | Path) -> RunData:
     finally:
         store.close()
     baselines = {}
-    for t in config.tasks:
+    for t, _ in tasks:
         rows = [e for e in evaluations if e["task"] == t and e["canonical"].startswith(BASELINE_PREFIX)
                 and e["metric"] is not None and e.get("generation", -1) == -1]  # not confirmation's seeds
         if rows:
@@ -417,7 +423,7 @@ def read_run(run_dir: str | Path) -> RunData:
                    candidates=candidates, n_evaluations=len(evaluations), baselines=baselines,
                    hof=_read_csv(run_dir / "hall_of_fame.csv"), front=_read_csv(run_dir / "pareto.csv"),
                    confirmation=_read_json_list(run_dir / "confirmation.json"), studies=_studies(url, run_id),
-                   store_url=url, space=_space(config), saved=_saved_losses(run_id))
+                   store_url=url, space=_space(tasks), saved=_saved_losses(run_id))
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, html: bool = True,

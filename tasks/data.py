@@ -69,16 +69,16 @@ def materialise(name: str, dataset) -> tuple[np.ndarray, np.ndarray]:
     first = dataset[0]
     if not (isinstance(first, (tuple, list)) and len(first) == 2):
         raise TaskError(f"{name}[0] must be an (input, target) pair, got {type(first).__name__}")
-    x0 = as_array(f"{name}[0] input", first[0], dtype=np.float32)
-    need = n * (x0.size + 1) * 4
+    x0 = as_array(f"{name}[0] input", first[0], dtype=np.float64)
+    need = n * (x0.size + 1) * 8
     if need > _available_memory() // 2:
-        raise TaskError(f"{name} holds {n} samples of shape {x0.shape}: about {need / 2**30:.1f} GiB as float32, more "
+        raise TaskError(f"{name} holds {n} samples of shape {x0.shape}: about {need / 2**30:.1f} GiB to read in, more "
                         "than half the free memory; subsample it or use a smaller input size")
-    X = np.empty((n, *x0.shape), dtype=np.float32)
+    X = np.empty((n, *x0.shape), dtype=np.float64)
     ys = []
     for i in range(n):
         x, y = dataset[i]
-        xi = as_array(f"{name}[{i}] input", x, dtype=np.float32)
+        xi = as_array(f"{name}[{i}] input", x, dtype=np.float64)
         if xi.shape != x0.shape:
             raise TaskError(f"{name}[{i}] input has shape {xi.shape} but {name}[0] has {x0.shape}")
         X[i] = xi
