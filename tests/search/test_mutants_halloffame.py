@@ -81,3 +81,16 @@ def test_csv_rows_hold_every_field():
 
 def test_entry_expression_parses_the_text():
     assert _e("-y*log(p)", 0.0, 4).expression.canonical == _e("-log(p)*y", 0.0, 4).expression.canonical
+
+
+def test_csv_number_formats_for_small_p_values_and_nan():
+    hof = HallOfFame(1)
+    conf = {"confirmed": False, "fitness": float("nan"), "tasks": {"t": {"mean": 0.5, "p_value": 1.2345e-05}}}
+    hof.update([_e("p", 0.1, 1, confirmation=conf)])
+    row = list(csv.reader(io.StringIO(hof.to_csv(["t"]))))[1]
+    assert row[-4:] == ["no", "nan", "0.500000", "1.234e-05"]
+
+
+def test_pareto_front_keeps_the_first_of_identical_entries():
+    first, second = _e("a", 0.5, 3, origin="first"), _e("a", 0.5, 3, origin="second")
+    assert [e.origin for e in pareto_front([first, second])] == ["first"]
