@@ -302,7 +302,7 @@ def test_a_job_killed_more_often_than_max_retries_stops_the_run_and_resume_gives
     run stops (exit 3, one line), the lost evaluations are recorded as ``infra`` and
     never scored, and ``--resume`` re-runs exactly those, ending with the hall of
     fame and the evaluations of an undisturbed run."""
-    import lossforge.tasks
+    from lossforge.search import engine
 
     from .search_checks import evaluation_key, open_store
 
@@ -310,9 +310,14 @@ def test_a_job_killed_more_often_than_max_retries_stops_the_run_and_resume_gives
     config = faulty_config(evaluator="ray", chunk_size=2, max_retries=2, workers=2, confirm_top=0)
     plain = _ray_run(config, tmp_path / "plain", FaultyTask(get_task("digits"), {}))
 
-    faulty = FaultyTask(get_task("digits"), {canonical("focal"): "die_n"}, marker=str(tmp_path / "kill"), kills=3)
-    real_get = lossforge.tasks.get
-    monkeypatch.setattr(lossforge.tasks, "get", lambda name: faulty if name == "digits" else real_get(name))
+    faults = {canonical("focal"): "die_n"}
+    real_make = engine.make_evaluator
+
+    def faulty_evaluator(kind, tasks, **kw):  # the CLI's own evaluator, its workers given the faulty task
+        wrapped = {name: FaultyTask(task, faults, marker=str(tmp_path / "kill"), kills=3) for name, task in tasks.items()}
+        return real_make(kind, wrapped, **kw)
+
+    monkeypatch.setattr(engine, "make_evaluator", faulty_evaluator)
     cfg = tmp_path / "search.toml"
     cfg.write_text(config.to_toml())
     run_dir = tmp_path / "run"
