@@ -131,7 +131,12 @@ class SearchConfig:
             raise ConfigError(f"tasks lists a task name twice: {names}; give each task its own name")
         for t in self.tasks:
             if isinstance(t, str) and not unresolved:
-                resolve_task(t)  # an unknown name: one ConfigError line with the known names
+                task = resolve_task(t)  # an unknown name: one ConfigError line with the known names
+                from lossforge.tasks.task import KINDS as SEARCHABLE_KINDS
+
+                if task.kind not in SEARCHABLE_KINDS:  # the structured tasks of tasks/vision.py
+                    raise ConfigError(f"task '{t}' is a {task.kind} task: the grammar cannot search it yet (its "
+                                      f"losses are reference-only); compare them with `lossforge compare --tasks {t}`")
         self._choice("strategy", STRATEGIES)
         self._choice("selection", SELECTIONS)
         self._choice("aggregate", AGGREGATES)

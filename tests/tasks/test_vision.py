@@ -93,3 +93,11 @@ def test_a_diverging_loss_is_isolated():
     t = get("boxes")
     res = t.evaluate(["(1000000*p)**6*exp(30)*exp(30)", get_loss("giou")], seed=0, steps=5)
     assert res[0].status == "diverged" and res[1].ok and math.isfinite(res[1].metric)
+
+
+def test_a_search_on_a_structured_task_is_one_clear_config_error():
+    from lossforge.search import SearchConfig
+    from lossforge.search.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="grammar cannot search it yet.*lossforge compare --tasks boxes"):
+        SearchConfig(tasks=["boxes"])
