@@ -26,6 +26,7 @@ from typing import Any
 import sympy
 
 from lossforge.primitives import Expr, as_expr, did_you_mean
+from lossforge.primitives.protection import DIV_EPS, EXP_MAX, LOG_EPS
 from lossforge.primitives.version import lossforge_version
 
 from .errors import ExportError
@@ -186,7 +187,8 @@ def sympy_snippet(name: str, expr: Expr, kind: str) -> str:
         symbols = 'p = Symbol("p", real=True)  # the prediction\ny = Symbol("y", real=True)  # the target\n'
     return (f'"""{name} as a plain sympy expression: L(p, y) = {expr}\n\n'
             "lossforge evaluates it with numeric guards that are left out here: log and sqrt of |x| with\n"
-            "|x| floored at 1e-12, denominators floored at 1e-6 in magnitude, exp(x) clamped at x <= 30.\n"
+            f"|x| floored at {LOG_EPS:g}, denominators floored at {DIV_EPS:g} in magnitude, exp(x) clamped at "
+            f"x <= {EXP_MAX:g}.\n"
             '"""\n'
             f"from sympy import {', '.join(_sympy_names(plain))}  # noqa: F401\n\n"
             f"{symbols}\nloss = {text}\n")
