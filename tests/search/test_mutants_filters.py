@@ -136,3 +136,72 @@ def test_count_reasons_lists_every_reason_in_order():
     assert list(counts) == list(REASONS)
     assert counts == {"invalid": 0, "duplicate": 2, "fingerprint_duplicate": 0, "constant": 0, "no_target": 0,
                       "non_finite": 1, "wrong_gradient": 0, "direct_check": 0}
+
+
+def test_duplicate_verdicts_name_what_they_duplicate_and_the_fingerprint_key():
+    from lossforge.primitives import fingerprint
+
+    f = CandidateFilter({"multiclass", "regression"})
+    first = parse("(p-y)**2")
+    seen = {first.canonical: first.canonical}
+    assert f.check(parse("(y-p)**2"), seen) == Verdict("duplicate", duplicate_of=first.canonical)
+    assert f.check(first, {}).status == "ok"
+    assert list(f.fingerprints) == [fingerprint(first, "probability") + "|" + fingerprint(first, "real")]
+    twin = parse("(p-y)**2 + 0*p")  # same canonical form: not a fingerprint duplicate of itself
+    assert f.check(twin, {}).status == "ok"
+    g = CandidateFilter({"multiclass"})
+    assert g.check(parse("-y*log(p)"), {}).status == "ok"
+    v = g.check(parse("-y*log(p**2)/2"), {})
+    assert v == Verdict("fingerprint_duplicate", f"behaves like {parse('-y*log(p)').canonical}",
+                        duplicate_of=parse("-y*log(p)").canonical)
+
+
+def test_more_rejections_and_their_messages(monkeypatch):
+    f = CandidateFilter({"multiclass"})
+    assert f.check(parse("c0*p + c1*y"), {}) == Verdict("invalid", "unbound constants c0, c1")
+    # a gradient of exactly 1e-12 is still "zero" (the threshold is strict)
+    assert f.check(parse("1e-12*p*y"), {}) == Verdict("constant", "zero gradient everywhere on the probability domain")
+    # the same mean gradient for the true and the other classes is the wrong way
+    assert f.check(parse("p + y"), {}).status == "wrong_gradient"
+    e = parse("-y*log(p)*3")
+
+    def broken(self):
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(type(e), "compile", broken)
+    assert CandidateFilter({"multiclass"}).check(e, {}) == Verdict("invalid", "does not compile: no kernel")
+
+
+def test_regression_grid_edges_targets_and_constant_programs():
+    from lossforge.search.filters import _regression_argmin_fails
+
+    edge = "its minimum over the prediction lies at the edge of [-6, 6] (unbounded below or flat on one side)"
+    assert _regression_argmin_fails(lambda p, y: p) == edge
+    assert _regression_argmin_fails(lambda p, y: -p) == edge
+    assert _regression_argmin_fails(lambda p, y: torch.tensor(1.0)) == edge  # a constant is flat: broadcast first
+    miss = "its minimisers over the prediction miss the targets (MSE 37.3 vs 1.5 at p = 0)"
+    assert _regression_argmin_fails(lambda p, y: (p + 5.98) ** 2) == miss  # one grid step inside the edge
+    assert _regression_argmin_fails(lambda p, y: (p - 5.98) ** 2) == miss
+    # minimisers at 1.5 y: squared error 0.25 * mean(y^2), under half the targets' own
+    assert direct_optimisation_fails(parse("(p-1.5*y)**2").compile(), "regression") == ""
+
+
+def test_direct_check_with_gradients_near_adams_epsilon():
+    # Gradients of ~1e-9 are where Adam's epsilon (1e-8) matters: the pinned accuracies
+    # change if epsilon, the moments or the step size are computed differently.
+    tiny = parse("-y*log(p)*1e-8").compile()
+    assert direct_optimisation_fails(tiny, "multiclass", 20) == \
+        "minimising it over free predictions reached accuracy 0.22 (from 0.20)"
+    assert direct_optimisation_fails(tiny, "multiclass") == \
+        "minimising it over free predictions reached accuracy 0.29 (from 0.20)"
+    assert direct_optimisation_fails(tiny, "binary") == \
+        "minimising it over free predictions reached accuracy 0.52 (from 0.47)"
+
+
+def test_pass_thresholds_of_the_direct_check():
+    from lossforge.search.filters import _passes
+
+    assert _passes("binary", 0.5, 0.75) and not _passes("binary", 0.5, 0.7499)
+    assert _passes("multiclass", 0.6, 0.85) and not _passes("multiclass", 0.6, 0.8499)
+    assert not _passes("binary", 0.8, 0.9)  # must gain 0.25 even above 0.75
+    assert _passes("regression", -1.0, -0.49) and not _passes("regression", -1.0, -0.5)
