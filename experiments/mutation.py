@@ -6,6 +6,16 @@ Not part of the test suite or CI: a quality check run by hand (``pip install -e 
     nice -n 19 python experiments/mutation.py parse filters    # some of them
     python experiments/mutation.py --list                      # the modules and their tests
 
+Workflow used for the scores in ``experiments/mutation_equivalents.md`` (one module at a time)::
+
+    nice -n 19 python experiments/mutation.py filters --workdir /tmp/lfmut --tests-from bcfbf1c  # before
+    nice -n 19 python experiments/mutation.py filters --workdir /tmp/lfmut --again               # after
+    python experiments/mutation.py filters --workdir /tmp/lfmut --report --show                  # survivors
+
+``--tests-from REV`` runs the tests of an older revision against today's sources; ``--again``
+re-tests, with the current tests, only the mutants that survived the last run in that
+workdir (a killed mutant stays killed: tests are only ever added).
+
 It prints, per module, mutmut's counts and the score: killed / (mutants - equivalent), where
 "killed" includes timeouts (a mutant that hangs the tests is caught) and the equivalent
 mutants are those listed, with a reason each, in ``experiments/mutation_equivalents.md``.

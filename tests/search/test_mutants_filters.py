@@ -179,6 +179,7 @@ def test_regression_grid_edges_targets_and_constant_programs():
     assert _regression_argmin_fails(lambda p, y: p) == edge
     assert _regression_argmin_fails(lambda p, y: -p) == edge
     assert _regression_argmin_fails(lambda p, y: torch.tensor(1.0)) == edge  # a constant is flat: broadcast first
+    assert _regression_argmin_fails(lambda p, y: (y[0] - 1.0) ** 2) == edge  # flat in p: broadcast over p
     miss = "its minimisers over the prediction miss the targets (MSE 37.3 vs 1.5 at p = 0)"
     assert _regression_argmin_fails(lambda p, y: (p + 5.98) ** 2) == miss  # one grid step inside the edge
     assert _regression_argmin_fails(lambda p, y: (p - 5.98) ** 2) == miss
@@ -205,3 +206,4 @@ def test_pass_thresholds_of_the_direct_check():
     assert _passes("multiclass", 0.6, 0.85) and not _passes("multiclass", 0.6, 0.8499)
     assert not _passes("binary", 0.8, 0.9)  # must gain 0.25 even above 0.75
     assert _passes("regression", -1.0, -0.49) and not _passes("regression", -1.0, -0.5)
+    assert _passes("regression", -2.0, -0.9) and not _passes("regression", -2.0, -1.0)
