@@ -88,7 +88,7 @@ class PopulationModel:
         self.module = copy.deepcopy(base).to("meta")
         self.batched = True
         self.fallback_reason: str | None = None
-        if probe is not None and k > 1:
+        if probe is not None:
             self._probe(probe)
 
     # ------------------------------------------------------------------ state

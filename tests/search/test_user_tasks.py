@@ -88,6 +88,11 @@ def test_a_toml_search_on_a_user_task_with_two_ray_workers_then_resume_report_an
     hof = (run_dir / "hall_of_fame.csv").read_text()
     assert "noisy3" in hof and "wine" in hof
 
+    local = _lossforge("search", str(user_dir / "search.toml"), "--local", "--run-dir", str(tmp_path / "local"),
+                       "--quiet", cwd=elsewhere)
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert (tmp_path / "local" / "hall_of_fame.csv").read_text() == hof  # 2 Ray workers == in-process
+
     again = _lossforge("search", "--resume", str(run_dir), "--workers", "2", "--quiet", cwd=elsewhere)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (run_dir / "hall_of_fame.csv").read_text() == hof  # a finished run resumes to the same result
