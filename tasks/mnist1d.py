@@ -17,6 +17,7 @@ published test accuracy with cross-entropy about 0.94 after 6000 steps) and
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import random
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+
+from lossforge.primitives.files import atomic_write_bytes
 
 from .errors import TaskError
 
@@ -102,11 +105,11 @@ def mnist1d_arrays() -> dict[str, np.ndarray]:
     from mnist1d.data import ObjectView
 
     data = _generate(ObjectView(dict(args)))
+    buffer = io.BytesIO()
+    np.savez(buffer, **data)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buffer.getvalue())
     except OSError:
         pass  # a read-only home: generate each time
     return data

