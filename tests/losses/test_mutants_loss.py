@@ -195,3 +195,69 @@ def test_loss_entry_repr_and_pickling():
     assert repr(e) == "Loss('sq', kind='discovered', family='regression', params={a=0.5, b=2})"
     again = pickle.loads(pickle.dumps(e))
     assert again.name == "sq" and dict(again.params) == {"a": 0.5, "b": 2.0} and again.expr == e.expr
+
+
+def test_exact_messages_and_inferred_sizes():
+    with pytest.raises(LossInputError) as info:
+        check_signed_target(torch.tensor([0.0]))
+    assert str(info.value) == "target must hold -1 and +1 labels; map 0/1 labels with 2*t - 1"
+    with pytest.raises(LossParameterError) as info:
+        _entry(space=None)
+    assert str(info.value) == "invalid catalogue entry 'sq': space must be given exactly when expr is"
+    with pytest.raises(LossParameterError) as info:
+        _entry(expr=None, space=None)
+    assert str(info.value) == "invalid catalogue entry 'sq': a loss without an expression needs a module_factory"
+    # the class count comes from the input, not from the largest target present
+    assert one_hot_like(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)).shape == (2, 3)
+    assert focal_factor(torch.tensor([0.0, 0.5]), 0.0).tolist() == [1.0, 1.0]  # x**0 is 1, also at 0
+    with pytest.raises(LossParameterError, match=r"got an unknown parameter 'reductio' \(did you mean 'reduction'\?\)"):
+        resolve_params("L", {"a": 1.0}, {"reductio": "sum"})
+    assert num(1 / 1001) == "(0.000999000999000999)"  # denominators above 1000 are not kept exact
+    with pytest.raises(LossParameterError, match="^loss 'sq' got an unknown parameter 'kk'"):
+        _entry().expression(kk=1)
+
+
+@pytest.mark.parametrize("kinds", [("multiclass",), ("segmentation", "binary")])
+def test_expression_modules_train_the_first_kind_an_expression_can(kinds):
+    e = _entry(expr=parse("-y*log(p)"), space="probability", task_kinds=kinds, target="index" if
+               kinds == ("multiclass",) else "binary", input="logits")
+    m = e.module()
+    x = torch.zeros(4, 3) if kinds == ("multiclass",) else torch.zeros(4)
+    t = torch.zeros(4, dtype=torch.long) if kinds == ("multiclass",) else torch.zeros(4)
+    assert torch.isfinite(m(x, t))
+
+
+class _Huberish(CatalogueLoss):
+    defaults = {"delta": 1.0}
+
+    @staticmethod
+    def functional(input, target, delta, reduction):
+        return reduce(delta * (input - target).abs(), reduction)
+
+
+def test_reference_entries_from_text_builders_or_nothing():
+    from lossforge.losses.loss import reference_loss
+
+    common = dict(family="regression", formula="d|p-y|", reference="ref", module=_Huberish, input="prediction",
+                  target="value", task_kinds=("regression",))
+    a = reference_loss("a", **common, space="real", expression="abs(p-y)")
+    assert a.kind == "reference" and dict(a.params) == {"delta": 1.0} and a.space == "real"
+    assert a.expr == parse("abs(p-y)") and a.expression_builder is None and a.module_factory is _Huberish
+    b = reference_loss("b", **common, space="real", expression=lambda delta: f"{num(delta)}*abs(p-y)",
+                       params={"delta": 2.0}, extra_args=("w",), notes="n")
+    assert b.expr == parse("2*abs(p-y)") and b.expression(delta=3).canonical == parse("3*abs(p-y)").canonical
+    assert b.extra_args == ("w",) and b.notes == "n" and b.formula == "d|p-y|" and b.reference == "ref"
+    c = reference_loss("c", **common, space="real", expression=lambda delta: None)
+    assert c.expr is None and c.space is None
+    d = reference_loss("d", **common)
+    assert d.expr is None and d.space is None and d.family == "regression" and d.task_kinds == ("regression",)
+    assert d.module(delta=2.0, reduction="sum")(torch.tensor([1.0]), torch.tensor([0.0])).item() == 2.0
+
+
+def test_reference_entries_pickle_by_name():
+    from lossforge.losses.reference import reference_losses
+
+    huber = next(loss for loss in reference_losses() if loss.name == "huber")
+    assert huber.expression_builder is not None  # a closure: it could not be pickled field by field
+    again = pickle.loads(pickle.dumps(huber))
+    assert again.name == "huber" and again.kind == "reference" and again.expr == huber.expr
