@@ -52,23 +52,23 @@ def output_layout(out: torch.Tensor, kind: str, outputs: int, batch: int, lead: 
     pre = tuple(out.shape[:lead])
     if kind == "multiclass":
         if shape != (batch, outputs):
-            raise TaskError(_shape_message(kind, shape, f"[{batch}, {outputs}]"))
+            raise TaskError(_shape_message(kind, shape, f"[{batch}, {outputs}]", batch))
         return out.transpose(-1, -2)
     if kind in ("binary", "regression"):
         if shape not in ((batch,), (batch, 1)):
-            raise TaskError(_shape_message(kind, shape, f"[{batch}] or [{batch}, 1]"))
+            raise TaskError(_shape_message(kind, shape, f"[{batch}] or [{batch}, 1]", batch))
         return out.reshape(*pre, 1, batch)
     # segmentation: [B, 1, H, W] or [B, H, W] -> [1, B*H*W]
     if len(shape) == 4 and shape[0] == batch and shape[1] == 1:
         return out.reshape(*pre, 1, -1)
     if len(shape) == 3 and shape[0] == batch:
         return out.reshape(*pre, 1, -1)
-    raise TaskError(_shape_message(kind, shape, f"[{batch}, 1, H, W] or [{batch}, H, W]"))
+    raise TaskError(_shape_message(kind, shape, f"[{batch}, 1, H, W] or [{batch}, H, W]", batch))
 
 
-def _shape_message(kind: str, got, want: str) -> str:
-    return (f"the model's output has shape {list(got)} for a batch of {want.split(',')[0].strip('[')} samples, but a "
-            f"{kind} task needs {want}; change the model's last layer")
+def _shape_message(kind: str, got, want: str, batch: int) -> str:
+    return (f"the model's output has shape {list(got)} for a batch of {batch} samples, but a {kind} task needs "
+            f"{want}; change the model's last layer")
 
 
 class PopulationModel:
