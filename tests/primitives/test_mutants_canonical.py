@@ -40,3 +40,22 @@ def test_round_number(value, expected):
 
 def test_round_number_keeps_infinities():
     assert round_number(float("inf")) == sympy.oo and round_number(float("-inf")) == -sympy.oo
+
+
+@pytest.mark.parametrize("value, expected", [
+    (1 / 7, sympy.Rational(1, 7)),                # numerator 1, no multiple within q <= 12
+    (1.00001, sympy.Float("1.00001", 15)),        # 1e-5 away from 1: beyond the 0.5e-5 relative tolerance
+    (0.083334, sympy.Float("0.083334", 15)),      # 8e-6 relative from 1/12
+    (9.99996, sympy.Integer(10)),                 # 4e-6 relative from 10: within it
+    (9.99994, sympy.Float("9.99994", 15)),        # 6e-6 relative from 10: beyond it
+])
+def test_snapping_tolerance_is_half_a_unit_in_the_sixth_digit(value, expected):
+    got = round_number(value)
+    assert got == expected and type(got) is type(expected)
+
+
+def test_rationals_stay_exact_and_constants_fold_in_float64():
+    assert parse("p/13 + y/7").canonical == "p/13 + y/7"
+    # float32 would round these to 49.4025 and 9.8995
+    assert parse("p*exp(3.9)").canonical == "49.4024*p"
+    assert parse("p*sqrt(98)").canonical == "9.89949*p"
