@@ -11,6 +11,7 @@ in-process run's.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -94,6 +95,7 @@ def cluster():
     yield mn, work, address, nodes
     for proc in reversed(nodes):
         mn.stop_node(proc)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _local_run(mn, work: Path) -> Path:
