@@ -1,0 +1,79 @@
+"""Segmentation losses: the functionals' defaults are the modules' documented ones,
+input layouts (no spatial axis, one spatial axis, binary maps), present classes and
+parameter messages."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lossforge.losses import segmentation as seg
+from lossforge.losses.errors import LossInputError, LossParameterError
+
+MODULES = [seg.DiceLoss, seg.JaccardLoss, seg.TverskyLoss, seg.FocalTverskyLoss, seg.LogCoshDiceLoss,
+           seg.SquaredDiceLoss, seg.GeneralizedDiceLoss, seg.LovaszHingeLoss, seg.LovaszSoftmaxLoss]
+
+
+def _inputs(cls, shape=(2, 3, 4, 4)):
+    g = torch.Generator().manual_seed(0)
+    if cls is seg.LovaszHingeLoss:
+        x = torch.randn(shape[0], 1, *shape[2:], generator=g)
+        return x, torch.randint(0, 2, (shape[0], *shape[2:]), generator=g).float()
+    x = torch.randn(*shape, generator=g)
+    # class 0 is never a target: the class count must come from the input
+    return x, torch.randint(1, shape[1], (shape[0], *shape[2:]), generator=g)
+
+
+@pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
+def test_functional_defaults_are_the_modules_defaults(cls):
+    x, t = _inputs(cls)
+    want = cls()(x, t)
+    got = cls.functional(x, t)
+    assert got.shape == () and torch.equal(got, want)
+    assert torch.equal(cls.functional(x, t, reduction="sum"), cls(reduction="sum")(x, t))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 5)])
+def test_inputs_without_or_with_one_spatial_axis(shape):
+    x, t = _inputs(seg.DiceLoss, shape)
+    p, oh = seg.probabilities_and_targets(x, t)
+    n, c = shape[:2]
+    torch.testing.assert_close(p, F.softmax(x, dim=1).reshape(n, c, -1))
+    assert oh.shape == p.shape and oh.dtype == x.dtype
+    torch.testing.assert_close(oh.sum(dim=1), torch.ones(n, oh.shape[2]))
+
+
+def test_binary_maps_and_present_classes():
+    x = torch.randn(2, 1, 3)
+    t = torch.tensor([[1, 0, 1], [0, 0, 0]])
+    p, tt = seg.probabilities_and_targets(x, t)
+    torch.testing.assert_close(p, torch.sigmoid(x))
+    assert tt.dtype == x.dtype and tt.tolist() == [[[1.0, 0.0, 1.0]], [[0.0, 0.0, 0.0]]]
+    present = seg.present_classes(tt)
+    assert present.dtype == torch.bool and present.tolist() == [[True], [True]]  # the foreground always counts
+    multi = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]])  # [N=1, K=3, S=2]: class 1 absent
+    assert seg.present_classes(multi).tolist() == [[True, False, True]]
+    one = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # each class on exactly one pixel
+    assert seg.present_classes(one).tolist() == [[True, True]]
+
+
+def test_input_and_parameter_messages():
+    with pytest.raises(LossInputError) as info:
+        seg.probabilities_and_targets(torch.zeros(4), torch.zeros(4))
+    assert str(info.value) == "input must be [N, C, *spatial] logits, got shape (4,)"
+    for kw, name in [({"smooth": -1.0}, "smooth"), ({"eps": -1.0}, "eps")]:
+        with pytest.raises(LossParameterError) as info:
+            seg.DiceLoss(**kw)
+        assert str(info.value) == f"{name} must be >= 0, got -1.0"
+
+
+def test_smoothing_and_eps_enter_the_overlap_ratio():
+    x, t = _inputs(seg.DiceLoss)
+    p, oh = seg.probabilities_and_targets(x, t)
+    inter, total = (p * oh).sum(dim=2), p.sum(dim=2) + oh.sum(dim=2)
+    for smooth, eps in [(0.0, 1e-8), (1.0, 0.5)]:
+        score = (2 * inter + smooth) / (total + smooth + eps)
+        present = oh.sum(dim=2) > 0
+        want = (1 - (score * present).sum(dim=1) / present.sum(dim=1)).mean()
+        torch.testing.assert_close(seg.dice_loss(x, t, smooth=smooth, eps=eps), want)
+    tp, fp, fn = inter, (p * (1 - oh)).sum(dim=2), ((1 - p) * oh).sum(dim=2)
+    index, _ = seg.tversky_index(x, t, 0.3, 0.7, 1.0, 0.5)
+    torch.testing.assert_close(index, (tp + 1.0) / (tp + 0.3 * fp + 0.7 * fn + 1.0 + 0.5))
