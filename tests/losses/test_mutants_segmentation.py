@@ -77,3 +77,20 @@ def test_smoothing_and_eps_enter_the_overlap_ratio():
     tp, fp, fn = inter, (p * (1 - oh)).sum(dim=2), ((1 - p) * oh).sum(dim=2)
     index, _ = seg.tversky_index(x, t, 0.3, 0.7, 1.0, 0.5)
     torch.testing.assert_close(index, (tp + 1.0) / (tp + 0.3 * fp + 0.7 * fn + 1.0 + 0.5))
+
+
+@pytest.mark.parametrize("cls, kw, message", [
+    (seg.TverskyLoss, {"alpha": -0.1}, "alpha must be >= 0, got -0.1"),
+    (seg.TverskyLoss, {"beta": -0.1}, "beta must be >= 0, got -0.1"),
+    (seg.TverskyLoss, {"smooth": -0.1}, "smooth must be >= 0, got -0.1"),
+    (seg.FocalTverskyLoss, {"alpha": -0.1}, "alpha must be >= 0, got -0.1"),
+    (seg.FocalTverskyLoss, {"eps": -0.1}, "eps must be >= 0, got -0.1"),
+    (seg.FocalTverskyLoss, {"gamma": 0.0}, "gamma must be > 0, got 0.0"),
+    (seg.GeneralizedDiceLoss, {"smooth_nr": -0.1}, "smooth_nr must be >= 0, got -0.1"),
+    (seg.GeneralizedDiceLoss, {"smooth_dr": 0.0}, "smooth_dr must be > 0, got 0.0"),
+])
+def test_parameter_checks_name_the_parameter(cls, kw, message):
+    with pytest.raises(LossParameterError) as info:
+        cls(**kw)
+    assert str(info.value) == message
+    cls(**{k: 0.0 if "must be >= 0" in message else 1.0 for k in kw})  # the bound itself is allowed
