@@ -218,6 +218,12 @@ def main(argv=None) -> int:
                          f"not found in {t['candidates']} ({t['best_error'] / ref:.3f}x)") + f"  ({wall:.0f} s)",
                       flush=True)
                 Path(str(out) + ".json").write_text(json.dumps(records, indent=2))
+    # Only (task, seed) pairs every strategy finished are compared (equal budgets, same seeds).
+    wanted = set(args.strategies.split(","))
+    done: dict = {}
+    for r in records:
+        done.setdefault((r["task"], r["seed"]), set()).add(r["strategy"])
+    records = [r for r in records if done[(r["task"], r["seed"])] >= wanted]
     md = summarise(records, args, time.perf_counter() - t_all)
     Path(str(out) + ".md").write_text(md)
     print(md)
