@@ -45,7 +45,7 @@ def parametrise(expr: Expr, max_constants: int = len(TUNABLE)) -> tuple[Expr, di
         return e.func(*[walk(a) for a in e.args], evaluate=False)
 
     template = walk(expr.sympy)
-    return Expr(sympy.sympify(template)) if values else expr, values
+    return Expr(template) if values else expr, values  # template is a sympy object, never text
 
 
 def _distributions(values: dict[str, float]) -> dict:
