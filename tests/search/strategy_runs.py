@@ -3,10 +3,10 @@ test_lexicase.py): deterministic, identical for local / 1 / 2 Ray workers, and a
 killed with SIGKILL resumes to the uninterrupted result without training anything twice."""
 from __future__ import annotations
 
-from lossforge.search import resume, run
+from lossforge.search import run
 
 from .search_checks import check_finished_run, open_store, small_config
-from .test_determinism import Counting, _kill_during_run, _local, _same_results
+from .test_determinism import _same_results, sigkill_and_resume
 
 
 def check_workers(tmp_path, **changes) -> None:
@@ -23,15 +23,5 @@ def check_workers(tmp_path, **changes) -> None:
 
 
 def check_sigkill(tmp_path, toml_lines: str) -> None:
-    text = ("tasks = [\"digits\"]\ngenerations = 3\npopulation = 8\nsteps = 30\nchunk_size = 2\nsave_best = 0\n"
-            "confirm_top = 0\nseed = 11\n" + toml_lines)
-    config, run_dir = _kill_during_run(tmp_path, text, 3)
-    store, run_id = open_store(run_dir)
-    before = store.count_evaluations(run_id)
-    store.close()
-    ev = Counting(_local(config))
-    resumed = resume(run_dir, quiet=True, evaluator=ev)
-    reference = run(config, tmp_path / "reference", quiet=True)
-    check_finished_run(resumed, config)
-    _same_results(reference, resumed)
-    assert before + ev.trained == reference.evaluations
+    sigkill_and_resume(tmp_path, "tasks = [\"digits\"]\ngenerations = 3\npopulation = 8\nsteps = 30\nchunk_size = 2\n"
+                                 "save_best = 0\nconfirm_top = 0\nseed = 11\n" + toml_lines)

@@ -215,12 +215,9 @@ def _kill_during_run(tmp_path, config_text: str, generations: int):
     return config, run_dir
 
 
-@pytest.mark.parametrize("extra", ["", pytest.param("selection = \"nsga2\"\nelitism = 0\n", marks=pytest.mark.slow)],
-                         ids=["tournament", "nsga2"])
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, extra):
-    text = ("tasks = [\"digits\"]\ngenerations = 3\npopulation = 8\nsteps = 60\nchunk_size = 2\nsave_best = 0\n"
-            "seed = 11\n" + extra)
-    config, run_dir = _kill_during_run(tmp_path, text, 3)
+def sigkill_and_resume(tmp_path, config_text: str, generations: int = 3) -> None:
+    """SIGKILL a run mid-search, resume it, and check it equals an uninterrupted run with nothing trained twice."""
+    config, run_dir = _kill_during_run(tmp_path, config_text, generations)
     store, run_id = open_store(run_dir)
     assert store.run_row(run_id)["status"] == "running"  # SIGKILL leaves no chance to say otherwise
     before = store.count_evaluations(run_id)
@@ -231,6 +228,13 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, extra):
     check_finished_run(resumed, config)
     _same_results(reference, resumed)
     assert before + ev.trained == reference.evaluations  # nothing trained twice
+
+
+@pytest.mark.parametrize("extra", ["", pytest.param("selection = \"nsga2\"\nelitism = 0\n", marks=pytest.mark.slow)],
+                         ids=["tournament", "nsga2"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path, extra):
+    sigkill_and_resume(tmp_path, "tasks = [\"digits\"]\ngenerations = 3\npopulation = 8\nsteps = 60\nchunk_size = 2\n"
+                                 "save_best = 0\nseed = 11\n" + extra)
 
 
 # ----------------------------------------------------------------- a two-node cluster on loopback
