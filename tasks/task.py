@@ -357,9 +357,9 @@ class Task:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
         seed = int(seed)
-        for loss in losses:
-            if isinstance(loss, str):
-                parse(loss)  # a typo is the caller's mistake: GrammarError with the parser's message
+        # Text is parsed once, here: a typo is the caller's mistake (GrammarError with the parser's message).
+        texts = [loss if isinstance(loss, str) else None for loss in losses]
+        losses = [parse(loss) if isinstance(loss, str) else loss for loss in losses]
         steps = self.steps if steps is None else positive_int("steps", steps)
         if split not in SPLITS:
             raise TaskError(f"unknown split {split!r}{did_you_mean(str(split), SPLITS)}; use one of {', '.join(SPLITS)}")
@@ -376,6 +376,9 @@ class Task:
         start = time.perf_counter()
         deadline = None if time_limit is None else start + time_limit
         candidates = [prepare(loss, self) for loss in losses]
+        for c, text in zip(candidates, texts):
+            if text is not None:
+                c.label = text  # results are labelled with the text as given
         outcomes: list[Outcome | None] = [None] * len(candidates)
         times = [0.0] * len(candidates)
         for i, c in enumerate(candidates):
