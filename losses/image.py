@@ -11,7 +11,7 @@ functions of whole images: no expression in the grammar.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F

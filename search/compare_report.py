@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from lossforge.losses.plotting import figure, file_stem, save_png
+from lossforge.losses.plotting import file_stem, save_png
 
 RAW_COLUMNS = ("task", "loss", "seed", "split", "steps", "metric_name", "metric", "status", "error", "train_time")
 SUMMARY_COLUMNS = ("task", "loss", "metric", "direction", "applicable", "baseline", "added", "n_seeds", "n_ok",

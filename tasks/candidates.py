@@ -193,7 +193,7 @@ def _adapter(task, inp: str, tgt: str):
     if inp == "log_rate":
         return "needs non-negative count targets; regression targets are standardised (real-valued)"
     if inp != "prediction" or tgt != "value":
-        return f"does not fit a regression task, which needs input 'prediction' and target 'value'"
+        return "does not fit a regression task, which needs input 'prediction' and target 'value'"
 
     def adapt(module, z, t):
         return _per_sample(module(z[0], t), t.shape[0])

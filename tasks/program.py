@@ -125,7 +125,6 @@ class PopulationProgram:
         nodes: list[tuple] = []  # op nodes: (opcode, payload, arg node ids)
         node_of: dict[tuple, int] = {}
         depends: list[bool] = [True] * k + [False]
-        n_leaf = [k + 1]
 
         def const_node(value: float) -> int:
             key = float(value).hex()
