@@ -84,8 +84,8 @@ class SearchConfig:
     # -- multi-fidelity (successive halving inside a generation)
     short_steps: int | None = None
     promote_fraction: float = 0.25
-    # -- constants tuned in the loop: per candidate with constants, constant_rounds rounds of
-    #    constant_variants perturbations trained at short_steps (0: off)
+    # -- constants tuned in the loop: per candidate with constants, CMA-ES for constant_rounds
+    #    generations of constant_variants points, trained at short_steps (0: off)
     constant_variants: int = 0
     constant_rounds: int = 2
     # -- fitness
@@ -164,8 +164,9 @@ class SearchConfig:
         if self.constant_variants and self.short_steps is None:
             raise ConfigError(f"constant_variants = {self.constant_variants} tunes constants at the short budget; "
                               "set short_steps (e.g. a quarter of steps) or constant_variants = 0")
-        if self.constant_variants < 0 or self.constant_rounds < 1:
-            raise ConfigError(f"constant_variants = {self.constant_variants} must not be negative and "
+        if 0 < self.constant_variants < 4 or self.constant_variants < 0 or self.constant_rounds < 1:
+            raise ConfigError(f"constant_variants = {self.constant_variants} must be 0 (off) or at least 4 (the "
+                              "CMA-ES population per candidate), and "
                               f"constant_rounds = {self.constant_rounds} must be at least 1")
         if self.confirm_top and self.confirm_seeds < 2:
             raise ConfigError(f"confirm_seeds = {self.confirm_seeds}: a paired test needs at least 2 seeds; raise "

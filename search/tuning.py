@@ -113,55 +113,70 @@ def _score(scorer, hof, template: Expr, params_list, generation: int, store, run
 def tune_in_loop(*, config, scorer, strategy, proposals: list[Proposal], generation: int, seed: int) -> list[Proposal]:
     """Tune the constants of every proposal that has some, before it is scored.
 
-    A (1+lambda) evolution strategy on each candidate's tunable constants
-    (:func:`parametrise`): ``constant_rounds`` rounds of ``constant_variants``
-    log-normal perturbations around the best values so far (step halving each
-    round), every variant of the generation trained together -- one batched
-    stage of the scorer -- at the short budget (``short_steps``) on the run's
-    seeds.  The best variant (the candidate itself included) replaces the
-    proposal when the strategy can adopt it (Lamarckian: its tree gets the
-    tuned constants); the variants' trainings are recorded in the run store
-    like any other, so a resumed generation replays them without training.
-    Draws come from ``seed`` and the generation, never from the workers.
+    CMA-ES (Hansen's covariance matrix adaptation, the ``cmaes`` package) on
+    each candidate's tunable constants (:func:`parametrise`), in a
+    scale-free encoding: a constant ``c`` becomes ``c * 2**u`` (its sign kept,
+    ``u`` searched from 0 with step 0.5), a zero becomes ``u`` itself.  Each of
+    ``constant_rounds`` CMA-ES generations asks ``constant_variants`` points
+    per candidate, and every variant of the generation is trained together --
+    one batched stage of the scorer -- at the short budget (``short_steps``) on
+    the run's seeds.  The best values seen (the candidate's own included)
+    replace the proposal when the strategy can adopt them (Lamarckian: its tree
+    gets the tuned constants); the variants' trainings are recorded in the run
+    store like any other, so a resumed generation replays them without
+    training.  Each candidate's CMA-ES is seeded from ``seed``, the generation
+    and its slot, never from the workers, so results do not depend on them.
     """
     import numpy as np
+    from cmaes import CMA
 
     c = config
-    state = []  # per tunable proposal: [index, template, best values, best fitness]
+    state = []  # per tunable proposal: [index, template, names, start values, best values, best fitness, cma]
     for i, prop in enumerate(proposals):
         if prop.expr is None or prop.tree is None:
             continue
         template, values = parametrise(prop.expr)
         if values:
-            state.append([i, template, values, None])
+            names = sorted(values)
+            cma_seed = int(np.random.SeedSequence([seed, generation, i]).generate_state(1)[0])
+            bounds = np.tile([-_U_MAX, _U_MAX], (len(names), 1))
+            cma = CMA(mean=np.zeros(len(names)), sigma=0.5, bounds=bounds, seed=cma_seed,
+                      population_size=c.constant_variants)
+            state.append([i, template, names, values, values, None, cma])
     if not state:
         return proposals
-    first = _short_fitness(scorer, [s[1].bind(s[2]) for s in state], generation)
+    first = _short_fitness(scorer, [s[1].bind(s[3]) for s in state], generation)
     for s, fit in zip(state, first):
-        s[3] = fit
-    for r in range(c.constant_rounds):
+        s[5] = fit
+    for _ in range(c.constant_rounds):
         variants, owner = [], []
-        for k, (i, template, values, _) in enumerate(state):
-            rng = np.random.default_rng([seed, generation, i, r])
-            names = sorted(values)
-            for _ in range(c.constant_variants):
-                steps = rng.normal(0.0, 0.5 / 2 ** r, len(names))
-                new = {n: float(f"{values[n] * 2.0 ** z:.4g}") if values[n] else float(f"{z:.4g}")
-                       for n, z in zip(names, steps)}
+        for k, (_, template, names, start, _, _, cma) in enumerate(state):
+            for _ in range(cma.population_size):
+                u = cma.ask()
+                new = {n: float(f"{start[n] * 2.0 ** z:.4g}") if start[n] else float(f"{z:.4g}")
+                       for n, z in zip(names, u)}
                 try:
                     variants.append(template.bind(new))
-                    owner.append((k, new))
                 except GrammarError:
-                    continue
-        for (k, new), fit in zip(owner, _short_fitness(scorer, variants, generation)):
-            if fit > state[k][3]:
-                state[k][2], state[k][3] = new, fit
+                    variants.append(None)   # scored -inf: the filters would reject it too
+                owner.append((k, u, new))
+        told: dict[int, list] = {}
+        for (k, u, new), fit in zip(owner, _short_fitness(scorer, variants, generation)):
+            told.setdefault(k, []).append((u, -fit if math.isfinite(fit) else _PENALTY))
+            if fit > state[k][5]:
+                state[k][4], state[k][5] = new, fit
+        for k, solutions in told.items():
+            state[k][6].tell(solutions)   # CMA-ES minimises: the negated short-budget fitness
     out = list(proposals)
-    for i, template, values, _ in state:
-        tuned = template.bind(values)
+    for i, template, _, _, best, _, _ in state:
+        tuned = template.bind(best)
         if tuned != proposals[i].expr and strategy.adopt(i, tuned):
             out[i] = Proposal(proposals[i].tree, tuned, proposals[i].origin + "+constants")
     return out
+
+
+_U_MAX = 8.0        # a constant moves by at most a factor 2**8 either way within one tuning
+_PENALTY = 1.0e6    # CMA-ES's value for a variant that the filters reject or that fails to train
 
 
 def _short_fitness(scorer, exprs, generation: int) -> list[float]:

@@ -158,7 +158,7 @@ def test_every_strategy_implements_the_protocol_and_the_engine_needs_no_hasattr(
 def _tuned_config(**kw):
     from .search_checks import small_config
 
-    return small_config(generations=2, population=6, steps=40, short_steps=10, constant_variants=3,
+    return small_config(generations=2, population=6, steps=40, short_steps=10, constant_variants=4,
                         constant_rounds=2, seed=3, seed_losses=["gce"], **kw)
 
 
@@ -179,6 +179,48 @@ def test_constants_are_tuned_in_the_loop_and_written_back_into_the_tree(tmp_path
     for c in cands:
         if c["origin"].endswith("+constants"):
             assert c["status"] != "ok" or c["fitness"] is not None
+
+
+class _QuadraticScorer:
+    """A stand-in scorer whose short-budget fitness of ``a*|p - y| + b*y`` peaks at a = 0.9, b = -0.2:
+    what CMA-ES has to find (the real scorer's batch interface: one ``_stage`` call per round)."""
+
+    short_steps = 10
+
+    def __init__(self):
+        self.filter = types.SimpleNamespace(viable=lambda e: True)
+        self.stages = []
+
+    def _stage(self, items, steps, generation):
+        from lossforge.search.tuning import parametrise
+
+        self.stages.append(len(items))
+        out = {}
+        for canonical, text in items:
+            values = parametrise(parse(text))[1]
+            a = next(v for v in values.values() if v > 0)
+            b = next(v for v in values.values() if v < 0)
+            out[canonical] = (-(a - 0.9) ** 2 - (b + 0.2) ** 2,)
+        return out
+
+
+def test_in_loop_constant_tuning_is_cma_es_and_finds_the_best_constants():
+    from lossforge.search.strategy import Proposal
+    from lossforge.search.tuning import parametrise, tune_in_loop
+
+    config = types.SimpleNamespace(constant_variants=8, constant_rounds=12)
+    scorer = _QuadraticScorer()
+    strategy = types.SimpleNamespace(adopt=lambda i, expr: True)
+    start = parse("0.3*abs(p - y) - 0.6*y")
+    out = tune_in_loop(config=config, scorer=scorer, strategy=strategy, generation=0, seed=5,
+                       proposals=[Proposal(object(), start, "mutation")])
+    values = sorted(parametrise(out[0].expr)[1].values())
+    assert values[0] == pytest.approx(-0.2, abs=0.03) and values[1] == pytest.approx(0.9, abs=0.03)
+    assert out[0].origin == "mutation+constants"
+    assert scorer.stages == [1] + [8] * 12   # the start, then one batched stage of 8 variants per round
+    again = tune_in_loop(config=config, scorer=_QuadraticScorer(), strategy=strategy, generation=0, seed=5,
+                         proposals=[Proposal(object(), start, "mutation")])
+    assert again[0].expr == out[0].expr      # seeded from the run's seed, the generation and the slot
 
 
 def test_a_tuned_expression_is_written_back_into_the_strategys_own_tree():
@@ -215,3 +257,5 @@ def test_constant_tuning_needs_a_short_budget():
 
     with pytest.raises(ConfigError, match="short_steps"):
         SearchConfig(constant_variants=4)
+    with pytest.raises(ConfigError, match="at least 4"):
+        SearchConfig(constant_variants=2, short_steps=10, steps=40)
