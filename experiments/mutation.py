@@ -66,10 +66,15 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/primitives/test_expr.py", "tests/primitives/test_mutants_canonical.py"]),
     "canonical_numbers": ("primitives/canonical.py", [
         "tests/primitives/test_mutants_canonical.py", "tests/primitives/test_expr.py"]),
+    "canonical_rest": ("primitives/canonical.py", [
+        "tests/primitives/test_expr.py", "tests/primitives/test_mutants_canonical.py"]),
     "table": ("primitives/table.py", [
-        "tests/primitives/test_table.py", "tests/primitives/test_expr.py"]),
-    "compile": ("primitives/compile.py", [
-        "tests/primitives/test_table.py", "tests/primitives/test_expr.py"]),
+        "tests/primitives/test_table.py",
+        "tests/primitives/test_user_primitive.py::test_the_row_carries_everything_export_needs",
+        "tests/primitives/test_user_primitive.py::test_a_lambda_torch_form_needs_an_export_form",
+        "tests/primitives/test_user_primitive.py::"
+        "test_a_built_in_redefined_with_a_new_torch_form_drops_the_old_rule_and_export"]),
+    "compile": ("primitives/compile.py", ["tests/primitives/test_expr.py"]),
     "loss": ("losses/loss.py", [
         "tests/losses/test_expressions.py", "tests/losses/test_registry.py",
         "tests/losses/test_mutants_loss.py"]),
@@ -81,8 +86,22 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "trainer": ("tasks/trainer.py", ["tests/tasks/test_evaluate.py", "tests/tasks/test_task.py"]),
     "filters": ("search/filters.py", [
         "tests/search/test_filters_fitness.py", "tests/search/test_mutants_filters.py"]),
-    "checkpoint": ("search/checkpoint.py", ["tests/search/test_storage.py"]),
-    "runstore": ("search/runstore.py", ["tests/search/test_storage.py"]),
+    "checkpoint": ("search/checkpoint.py", [
+        "tests/search/test_storage.py::test_checkpoints_are_atomic_checksummed_and_keep_the_previous_one",
+        "tests/search/test_storage.py::test_a_checkpoint_write_that_fails_keeps_the_old_one_and_leaves_no_"
+        "temporary_file"]),
+    # The SQLite cases only (the PostgreSQL ones start a server per mutant) and none of
+    # the multi-process searches (about a minute each).
+    "runstore": ("search/runstore.py", [f"tests/search/test_storage.py::{t}" for t in (
+        "test_evaluations_round_trip_and_are_never_duplicated[sqlite]",
+        "test_a_run_reopened_with_another_config_is_refused[sqlite]",
+        "test_an_infrastructure_fault_is_recorded_never_cached_and_replaced_by_the_result[sqlite]",
+        "test_generations_and_candidates_are_recorded_idempotently[sqlite]",
+        "test_the_schema_version_is_recorded_and_a_newer_store_is_refused[sqlite]",
+        "test_an_unknown_database_kind_or_missing_driver_is_one_clear_error",
+        "test_a_file_that_is_not_a_database_gives_a_clear_error_and_is_left_alone",
+        "test_a_truncated_database_gives_a_clear_error",
+        "test_a_store_written_before_schema_versions_is_read_as_version_1")]),
     "halloffame": ("search/halloffame.py", [
         "tests/search/test_filters_fitness.py::test_pareto_front_and_hall_of_fame",
         "tests/search/test_mutants_halloffame.py"]),
@@ -93,6 +112,12 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 ONLY_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "seeds": ("derive_seeds",),
     "canonical_numbers": ("round_number", "normalise_numbers", "numeric_value", "fold_numeric"),
+    "canonical_rest": ("validate", "_expanded_terms", "_largest_expansion", "canonical_form", "to_text",
+                       "split_product", "complexity"),
+    # The built-in rows (_builtin_rows, _register_builtins, _probe_pow) are made once, when the
+    # module is imported, before mutmut activates a mutant: their mutants can never run.
+    "table": ("register", "unregister", "probe", "_derived_export", "get_primitive", "primitives",
+              "row_for_head"),
 }
 
 KILLED = {"killed", "timeout"}

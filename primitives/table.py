@@ -97,9 +97,11 @@ def _derived_export(fn: Callable, arity: int) -> tuple[str | None, str]:
     """(call template, source) of a torch form: a torch function by its name, a ``def`` by its source."""
     args = ", ".join(f"{{{i}}}" for i in range(arity))
     name = getattr(fn, "__name__", "")
-    for prefix, namespace in (("torch", torch), ("F", F), ("torch.special", torch.special)):
-        if name and getattr(namespace, name, None) is fn:
-            return f"{prefix}.{name}({args})", ""
+    # torch.special's functions are named special_<name> (torch.special.ndtr is special_ndtr)
+    for prefix, namespace, attr in (("torch", torch, name), ("F", F, name),
+                                    ("torch.special", torch.special, name.removeprefix("special_"))):
+        if attr and getattr(namespace, attr, None) is fn:
+            return f"{prefix}.{attr}({args})", ""
     if inspect.isfunction(fn) and name.isidentifier():
         try:
             source = textwrap.dedent(inspect.getsource(fn))
