@@ -105,14 +105,16 @@ def test_probe_errors_name_the_row_the_failing_part_and_the_input(registered):
 
     with pytest.raises(PrimitiveError, match=r"^primitive 'bad' raised on the probe inputs: boom$"):
         register(Primitive(name="bad", arity=1, sympy=lambda a: a, torch=raises, complexity=1))
-    with pytest.raises(PrimitiveError, match=r"^primitive 'bad' gives a non-finite output at \(0\.0,\) in float32"):
+    with pytest.raises(PrimitiveError, match=r"^primitive 'bad' gives a non-finite output at \(0\.0,\) in float32; "
+                                             r"protect it \(clamp the input or the result\) before registering$"):
         register(Primitive(name="bad", arity=1, sympy=sympy.log, torch=torch.log, complexity=1))
     with pytest.raises(PrimitiveError, match=r"^primitive 'bad' gives a non-finite gradient 0 at \(0\.0,\)"):
         register(Primitive(name="bad", arity=1, sympy=sympy.sqrt, torch=lambda a: torch.sqrt(a.abs()),
                            complexity=1, domain=lambda a: False))
-    # the second argument's gradient: d/db sqrt(|b|) at b = 0, a = 0.0 (the first probe point)
+    # the second argument's gradient (d/db sqrt(|b|) at b = 0), checked after the first argument,
+    # which the row does not use (no gradient at all)
     with pytest.raises(PrimitiveError, match=r"^primitive 'bad' gives a non-finite gradient 1 at \(0\.0, 0\.0\)"):
-        register(Primitive(name="bad", arity=2, sympy=lambda a, b: a, torch=lambda a, b: a + torch.sqrt(b.abs()),
+        register(Primitive(name="bad", arity=2, sympy=lambda a, b: b, torch=lambda a, b: torch.sqrt(b.abs()),
                            complexity=1, domain=lambda a, b: False))
     with pytest.raises(PrimitiveError, match=r"^primitive 'bad' has arity 3; only 1 and 2 are supported$"):
         register(Primitive(name="bad", arity=3, sympy=lambda a, b, c: a, torch=lambda a, b, c: a, complexity=1))
@@ -129,3 +131,68 @@ def test_a_redefined_row_keeps_the_export_form_given_with_its_new_torch_form():
     finally:
         register(original, replace=True)
     assert get_primitive("tanh") is not None and get_primitive("tanh").torch is original.torch
+
+
+CHECK_POINTS = (0.0, 1e-3, -0.5, 1.0, -2.0, 3.0, 30.0, -30.0)
+
+
+@pytest.mark.parametrize("point", CHECK_POINTS)
+def test_a_row_whose_forms_disagree_at_any_one_cross_check_point_is_refused(point):
+    def off_at_point(a):
+        return torch.where(a == point, a + 1, a)
+
+    with pytest.raises(PrimitiveError, match=rf"^primitive 'off': torch gives {point + 1!r} but sympy gives "
+                                             rf"{point!r} at \({point!r},\); the two forms of the row disagree$"):
+        register(Primitive(name="off", arity=1, sympy=lambda a: a, torch=off_at_point, complexity=1))
+    assert "off" not in primitives()
+
+
+def test_the_cross_check_of_a_two_argument_row_covers_pairs_of_points():
+    def off_on_the_diagonal(a, b):
+        return torch.where((a == -2.0) & (b == 30.0), a + b + 1, a + b)
+
+    with pytest.raises(PrimitiveError, match=r"at \(-2\.0, 30\.0\); the two forms"):
+        register(Primitive(name="off", arity=2, sympy=lambda a, b: a + b, torch=off_on_the_diagonal, complexity=1))
+
+
+def test_the_cross_check_skips_points_where_the_plain_form_is_complex_and_checks_the_rest(registered):
+    # sqrt is complex for a < 0: those points are skipped, the positive ones after them are checked
+    def root(a):
+        return torch.sqrt(a.abs() + 1e-30)
+
+    registered(Primitive(name="root", arity=1, sympy=sympy.sqrt, torch=root, complexity=2,
+                         domain=lambda a: a != 0))
+
+    def root_wrong_above_one(a):
+        return torch.where(a > 1.5, a, torch.sqrt(a.abs() + 1e-30))
+
+    with pytest.raises(PrimitiveError, match=r"at \(3\.0,\); the two forms of the row disagree"):
+        register(Primitive(name="root2", arity=1, sympy=sympy.sqrt, torch=root_wrong_above_one, complexity=2,
+                           domain=lambda a: a != 0))
+
+
+def test_the_cross_check_is_in_float64_with_a_relative_and_an_absolute_tolerance(registered):
+    # float32 would lose the 1e-3 in (a + 1e4) - 1e4 (2 % off); float64 keeps it
+    registered(Primitive(name="shifted", arity=1, sympy=lambda a: a, torch=lambda a: (a + 1e4) - 1e4, complexity=1))
+    # rounding-level relative differences (1e-8) are agreement, at 30 too (3e-7 absolute)
+    registered(Primitive(name="scaled", arity=1, sympy=lambda a: a, torch=lambda a: a * (1 + 1e-8), complexity=1))
+    # sin(pi * 1.0) is 1.2e-16 in floating point and exactly 0 in sympy: agreement
+    registered(Primitive(name="sinpi", arity=1, sympy=lambda a: sympy.sin(sympy.pi * a),
+                         torch=lambda a: torch.sin(a * torch.pi), complexity=2))
+
+
+def test_a_row_built_from_sympy_max_is_cross_checked_on_real_symbols(registered):
+    row = registered(Primitive(name="max2", arity=2, sympy=sympy.Max, torch=torch.maximum, complexity=2))
+    assert row.export == "torch.maximum({0}, {1})"
+
+
+def test_a_redefined_row_without_an_export_form_carries_nothing_of_the_old_one():
+    original = get_primitive("log")
+    assert original.export_source and original.export_note
+    try:
+        row = register(dataclasses.replace(original, torch=lambda a: torch.log(a.abs() + 1e-6),
+                                           domain=lambda a: False), replace=True)
+        assert (row.export, row.export_source, row.export_note, row.derivative) == (None, "", "", None)
+    finally:
+        register(original, replace=True)
+    assert get_primitive("log") == original
