@@ -51,6 +51,12 @@ STRATEGIES = {
     "aging": dict(strategy="aging", aging_population=48, tournament_size=4),
     "lexicase": dict(strategy="gp", selection="lexicase"),
     "random": dict(strategy="random"),
+    # aging evolution with every candidate's constants tuned in the loop by CMA-ES (2 generations of
+    # 4 variants at 50 steps); its trainings are counted in full-training equivalents (steps / full steps)
+    "aging_cma": dict(strategy="aging", aging_population=48, tournament_size=4, short_steps=50,
+                      promote_fraction=1.0, constant_variants=4, constant_rounds=2),
+    # random search with 2.5x the candidates: scored at aging_cma's compute, run by run (--equal-compute)
+    "random_long": dict(strategy="random", generations=20),
 }
 BASE = dict(init_max_depth=3, max_height=6, max_size=24, evaluator="local", save_best=0, confirm_top=0,
             chunk_size=24)
@@ -115,6 +121,7 @@ def trace(run_dir: Path, task, threshold: float, population: int) -> dict:
     store, run_id = _store(run_dir)
     try:
         rows = store.candidates(run_id)  # in generation, position order
+        evals = store.evaluations(run_id)  # in the order they were recorded
     finally:
         store.close()
     trained: set[str] = set()
@@ -132,8 +139,20 @@ def trace(run_dir: Path, task, threshold: float, population: int) -> dict:
             best_error, best_expr = err, r["expr"]
         if found_at is None and err <= threshold:
             found_at, found_expr = len(trained), r["expr"]
+    # Compute in full-training equivalents (a training of s steps counts s / full steps; the baselines'
+    # trainings are left out), in total and until the found candidate's last full-budget training.
+    full = max((e["steps"] for e in evals), default=1)
+    found_canonical = next((r["canonical"] for r in rows if r["expr"] == found_expr), None) if found_at else None
+    cost, cost_at_find = 0.0, None
+    for e in evals:
+        if e["canonical"].startswith("loss:"):
+            continue
+        cost += e["steps"] / full
+        if e["canonical"] == found_canonical and e["steps"] == full:
+            cost_at_find = cost
     return {"found_at": found_at, "candidates": len(trained), "found_expr": found_expr, "best_error": best_error,
-            "best_expr": best_expr, "gen0_share": gen0_hits / population}
+            "best_expr": best_expr, "gen0_share": gen0_hits / population, "cost_total": cost,
+            "cost_at_find": cost_at_find}
 
 
 def run_one(task_name: str, strategy: str, seed: int, runs: Path):
@@ -142,8 +161,9 @@ def run_one(task_name: str, strategy: str, seed: int, runs: Path):
 
     task = suite_task(task_name)
     budget = SUITE[task_name][3]
+    settings = {**BASE, **budget, **STRATEGIES[strategy]}   # a strategy may set its own budget
     config = SearchConfig(tasks=[make_searchable(task)], name=f"rd-{task_name[:16]}-{strategy}-s{seed}", seed=seed,
-                          **BASE, **budget, **STRATEGIES[strategy])
+                          **settings)
     run_dir = runs / f"{task_name}-{strategy}-s{seed}"
     if (run_dir / "checkpoint.json").exists():
         if read_checkpoint(run_dir / "checkpoint.json").get("next_generation") == config.generations:
@@ -182,6 +202,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(HERE / "runs" / "rediscovery_suite"))
     ap.add_argument("--out", default=str(HERE / "results" / "rediscovery_suite"))
     ap.add_argument("--summarise-only", action="store_true", help="only summarise the finished runs in --runs")
+    ap.add_argument("--equal-compute", metavar="STRATEGY:REFERENCE", default=None,
+                    help="also compare STRATEGY with REFERENCE (a longer random search) at equal compute, run by "
+                         "run: REFERENCE counts as finding the loss only within STRATEGY's compute of that run")
     args = ap.parse_args(argv)
 
     import torch
@@ -197,7 +220,8 @@ def main(argv=None) -> int:
         for task_name in args.tasks.split(","):
             for strategy in args.strategies.split(","):
                 run_dir = runs / f"{task_name}-{strategy}-s{seed}"
-                if args.summarise_only and not _finished(run_dir, SUITE[task_name][3]["generations"]):
+                generations = {**SUITE[task_name][3], **STRATEGIES[strategy]}["generations"]
+                if args.summarise_only and not _finished(run_dir, generations):
                     continue
                 run_dir, config, wall, task = run_one(task_name, strategy, seed, runs)
                 meta = json.loads((run_dir / "run.json").read_text())
@@ -225,6 +249,8 @@ def main(argv=None) -> int:
         done.setdefault((r["task"], r["seed"]), set()).add(r["strategy"])
     records = [r for r in records if done[(r["task"], r["seed"])] >= wanted]
     md = summarise(records, args, time.perf_counter() - t_all)
+    if args.equal_compute:
+        md += "\n" + summarise_equal_compute(records, *args.equal_compute.split(":"))
     Path(str(out) + ".md").write_text(md)
     print(md)
     return 0
@@ -284,6 +310,58 @@ def summarise(records: list[dict], args, wall_all: float) -> str:
     total = sum(r["wall_s"] or 0 for r in records)
     lines += ["", f"{len(records)} searches, {trainings} candidate trainings (plus baselines); search wall time "
               f"{total / 60:.1f} min (one torch thread each); this invocation {wall_all / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
+
+def summarise_equal_compute(records: list[dict], strategy: str, reference: str) -> str:
+    """``strategy`` against ``reference`` with the same compute in every (task, seed): compute is counted in
+    full-training equivalents (a training of s steps counts s / full steps, so tuned constants' short
+    trainings count at their cost), and ``reference`` counts as finding the loss only if it did so within
+    the compute ``strategy`` spent in that run."""
+    from scipy.stats import fisher_exact
+
+    pairs: dict = {}
+    for r in records:
+        if r["strategy"] in (strategy, reference):
+            pairs.setdefault((r["task"], r["seed"]), {})[r["strategy"]] = r
+    pairs = {k: v for k, v in pairs.items() if len(v) == 2}
+    lines = [f"## {strategy} against {reference} at equal compute", "",
+             f"Compute = full-training equivalents (training steps / the task's steps, summed over every training "
+             f"of the run; baselines left out). Per run, {reference} counts as finding the known loss only if it did "
+             f"so within the compute {strategy} used in that (task, seed). Median compute to find: a run that did "
+             "not find it counts at its whole compute (censored, >).", "",
+             f"| task | seeds | {strategy} found | {reference} found at equal compute | median compute to find "
+             f"({strategy} / {reference}) | {strategy} compute per run (median) | best error / known ({strategy}) |",
+             "|---|---|---|---|---|---|---|"]
+    pooled = [0, 0, 0]  # strategy found, reference found, runs
+    for task in dict.fromkeys(k[0] for k in pairs):
+        rows = [v for k, v in sorted(pairs.items()) if k[0] == task]
+        a_found = b_found = 0
+        a_cost, b_cost, budgets = [], [], []
+        for v in rows:
+            a, b = v[strategy], v[reference]
+            budget = a["cost_total"]
+            budgets.append(budget)
+            a_ok = a["cost_at_find"] is not None
+            b_ok = b["cost_at_find"] is not None and b["cost_at_find"] <= budget
+            a_found += a_ok
+            b_found += b_ok
+            a_cost.append(a["cost_at_find"] if a_ok else budget)
+            b_cost.append(b["cost_at_find"] if b_ok else budget)
+        n = len(rows)
+        pooled[0] += a_found
+        pooled[1] += b_found
+        pooled[2] += n
+        ma, mb = statistics.median(a_cost), statistics.median(b_cost)
+        ca, cb = (n - a_found) * 2 >= n, (n - b_found) * 2 >= n
+        ratio = statistics.median(v[strategy]["best_error"] / v[strategy]["reference_error"] for v in rows)
+        lines.append(f"| {task} | {n} | {a_found}/{n} | {b_found}/{n} | {'>' if ca else ''}{ma:.0f} / "
+                     f"{'>' if cb else ''}{mb:.0f} = {ma / mb:.2f} | {statistics.median(budgets):.0f} | {ratio:.3f} |")
+    fa, fb, n = pooled
+    if n:
+        _, p = fisher_exact([[fa, n - fa], [fb, n - fb]], alternative="greater")
+        lines += ["", f"Pooled: {strategy} {fa}/{n}, {reference} at equal compute {fb}/{n}; Fisher's exact test "
+                  f"({strategy} more often, one-sided): p = {p:.3g}.", ""]
     return "\n".join(lines)
 
 
