@@ -32,6 +32,7 @@ from .halloffame import Entry, HallOfFame
 from .progress import Progress
 from .runstore import LOCAL_STORE, RunStore, run_store_url
 from .scoring import Scorer
+from .screening import Screener
 from .taskref import rebuild as rebuild_task
 from .taskref import record as task_record
 from .taskref import resolve_task, shipped_modules, task_name
@@ -237,8 +238,8 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
     cfilter = CandidateFilter(kinds, fingerprint_dedup=config.fingerprint_dedup, direct_check=config.direct_check,
                               direct_check_steps=config.direct_check_steps)
     strategy = make_strategy(config, meta["strategy_seed"], run_id=meta["run_id"], storage_url=meta["store"])
-    if config.screen:
-        strategy.set_viability(cfilter.viable)
+    if config.screen:  # batched, on the evaluator's workers where it has them (search.screening)
+        strategy.set_viability(Screener(cfilter, config, evaluator))
     hof = HallOfFame(config.hall_of_fame)
     bar = Progress(config, quiet=quiet, enabled=progress)
     bar.watch(evaluator)  # workers busy on the progress line; where the Ray dashboard is

@@ -185,6 +185,10 @@ class LocalEvaluator:
         for job in jobs:
             yield run_job(self.tasks[job.task], job, self.threads, self.time_limit)
 
+    def screen(self, spec, batch: Sequence[Sequence]) -> list:
+        """Screen serialised trees (:mod:`lossforge.search.screening`) in this process."""
+        return _screen(spec, batch)
+
     def close(self) -> None:
         pass
 
@@ -202,6 +206,13 @@ def _put_task(ray, name: str, task):
 
 def _ray_run_job(task, job: Job, threads, time_limit) -> JobReport:
     return run_job(task, job, threads, time_limit)
+
+
+def _screen(spec, batch):
+    from .screening import screen_tokens
+
+    with torch_threads(1):
+        return screen_tokens(spec, batch)
 
 
 def _ray_warm() -> str:
@@ -280,6 +291,8 @@ class RayEvaluator:
         self.infra_retries = 0
         self._remote = ray.remote(_ray_run_job).options(
             num_cpus=cpus_per_eval, num_gpus=gpus_per_eval, max_retries=0, retry_exceptions=False)
+        self._screen_remote = ray.remote(_screen).options(num_cpus=cpus_per_eval, max_retries=0,
+                                                          retry_exceptions=False)
         if warm:
             warm_fn = ray.remote(_ray_warm).options(num_cpus=cpus_per_eval, num_gpus=gpus_per_eval)
             ray.get([warm_fn.remote() for _ in range(self.parallelism)])
@@ -346,6 +359,32 @@ class RayEvaluator:
             for ref in inflight:  # an interrupted map leaves nothing running
                 ray.cancel(ref, force=True)
             self.busy = 0
+
+    SCREEN_TIMEOUT = 300.0
+    MIN_SCREEN_PART = 4
+
+    def screen(self, spec, batch: Sequence[Sequence]) -> list:
+        """Screen serialised trees (:mod:`lossforge.search.screening`) on the workers, one
+        task per share of the batch, results in order.  Never raises: a share whose task
+        fails (a lost worker or node, a timeout) is screened in this process -- the same
+        pure function, so the same result."""
+        batch = list(batch)
+        size = max(self.MIN_SCREEN_PART, -(-len(batch) // self.parallelism))
+        parts = [batch[i:i + size] for i in range(0, len(batch), size)]
+        refs = [self._screen_remote.remote(spec, part) for part in parts]
+        out: list = []
+        deadline = time.monotonic() + self.SCREEN_TIMEOUT
+        for ref, part in zip(refs, parts):
+            try:
+                got = self.ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                if len(got) != len(part):
+                    raise ValueError("a screening task returned the wrong number of results")
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.ray.cancel(ref, force=True)
+                got = _screen(spec, part)
+            out.extend(got)
+        return out
 
     def _submit(self, job: Job):
         """Start one job on a worker; returns its object ref."""

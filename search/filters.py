@@ -52,6 +52,7 @@ class CandidateFilter:
         # cached: the screen in the strategies and check() share it, and a candidate
         # screened as viable is not re-checked when it is scored.
         self._verdicts: dict[str, Verdict | None] = {}
+        self._keys: dict[str, str] = {}    # canonical -> fingerprint key (computed here or by a screening worker)
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:
@@ -71,11 +72,28 @@ class CandidateFilter:
             return Verdict("duplicate", duplicate_of=canon)
         verdict = self._rejection(expr)
         if verdict is None and self.fingerprint_dedup:
-            key = "|".join(fingerprint(expr, s) for s in self.spaces)
-            first = self.fingerprints.setdefault(key, canon)
+            first = self.fingerprints.setdefault(self.fingerprint_key(expr), canon)
             if first != canon:
                 verdict = Verdict("fingerprint_duplicate", f"behaves like {first}", duplicate_of=first)
         return verdict or Verdict("ok")
+
+    def fingerprint_key(self, expr: Expr) -> str:
+        """The candidate's functional fingerprint over the search's prediction spaces (cached)."""
+        canon = expr.canonical
+        key = self._keys.get(canon)
+        if key is None:
+            with torch_threads(1):
+                key = self._keys[canon] = "|".join(fingerprint(expr, s) for s in self.spaces)
+        return key
+
+    def learn(self, canonical: str, verdict: Verdict | None, key: str | None) -> None:
+        """Take the rejection verdict (None: passes) and fingerprint key of ``canonical``
+        computed elsewhere (a screening worker, :mod:`lossforge.search.screening`); both are
+        pure functions of the expression and this filter's settings, so they equal what
+        :meth:`check` would compute here."""
+        self._verdicts.setdefault(canonical, verdict)
+        if key is not None:
+            self._keys.setdefault(canonical, key)
 
     def viable(self, expr: Expr) -> bool:
         """Would this candidate pass the rejection filters (not the dedup ones)?

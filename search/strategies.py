@@ -10,7 +10,6 @@ reproducible and a checkpointed state resumes exactly.
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 import copy
 import operator
 import random
@@ -21,6 +20,8 @@ from deap import gp, tools
 
 from lossforge.primitives import Expr
 
+from .drawing import _CLONE_FITNESS, _IMMIGRANT_ROUNDS, _PAIR_ROUNDS, _Screen, _Slot, _fill, _random_slot
+from .drawing import _random_tree, _random_trees, uses_both_terminals  # noqa: F401  (_random_tree: aging)
 from .strategy import Cases, Proposal, Strategy
 from .trees import (Individual, NotRepresentable, deserialise, is_constant, make_constant, make_pset, serialise,
                     sympy_to_tree, tree_to_expr)
@@ -46,76 +47,6 @@ def _rng(strategy):
     finally:
         strategy._rng_state = random.getstate()
         random.setstate(outer)
-
-
-_TRIES = 200
-_EXPR_CACHE = 4096
-_CLONE_FITNESS = -100.0   # as a rejected candidate (search.fitness.REJECTED_FITNESS)
-
-
-def uses_both_terminals(ind) -> bool:
-    """Cheap structural check: the tree reads both the prediction and the target
-    (a tree without one of them is rejected by the filters anyway)."""
-    names = {node.value for node in ind if isinstance(node, gp.Terminal) and isinstance(node.value, str)}
-    return {"p", "y"} <= names
-
-
-class _Screen:
-    """Cheap screening of proposals before they reach the evaluator.
-
-    A tree must read ``p`` and ``y``; with a ``viable`` predicate (the search's
-    filters without the training: constant, non-finite, wrong gradient, direct
-    check) it must also pass that, and with ``novel`` its canonical form must
-    not have been proposed before.  Conversions are cached by the tree's text
-    (an LRU); verdicts are cached by the filter that gives them.  Everything
-    here is deterministic, so a resumed search replays the same draws.
-    """
-
-    def __init__(self):
-        self.viable = None            # Callable[[Expr], bool] | None, set by the engine
-        self.seen: set[str] = set()   # canonical forms proposed so far
-        self._exprs: OrderedDict[str, Expr | None] = OrderedDict()  # LRU of tree text -> Expr
-
-    def expr(self, ind) -> Expr | None:
-        key = str(ind)
-        if key in self._exprs:
-            self._exprs.move_to_end(key)
-            return self._exprs[key]
-        e = self._exprs[key] = tree_to_expr(ind)
-        if len(self._exprs) > _EXPR_CACHE:  # bounded: driver memory must not grow with generations
-            self._exprs.popitem(last=False)
-        return e
-
-    def ok(self, ind, novel: bool = True) -> bool:
-        if not uses_both_terminals(ind):
-            return False
-        if self.viable is None and not novel:
-            return True
-        e = self.expr(ind)
-        if e is None:
-            return False
-        if novel and e.canonical in self.seen:
-            return False
-        return self.viable is None or bool(self.viable(e))
-
-    def remember(self, inds) -> None:
-        for ind in inds:
-            e = self.expr(ind)
-            if e is not None:
-                self.seen.add(e.canonical)
-
-
-def _random_tree(strategy, novel: bool = True, tries: int = _TRIES) -> Individual:
-    """Ramped half-and-half, redrawn (bounded) until it fits the size limits
-    and passes the screen (reads ``p`` and ``y``; viable and new where the
-    engine asks for it); after ``tries`` draws the last one is returned."""
-    c = strategy.config
-    ind = None
-    for _ in range(tries):
-        ind = Individual(gp.genHalfAndHalf(strategy.pset, max(c.init_min_depth, 1), c.init_max_depth))
-        if ind.height <= c.max_height and len(ind) <= c.max_size and strategy.screen.ok(ind, novel):
-            return ind
-    return ind
 
 
 def _adopt(strategy, ind, expr: Expr) -> bool:
@@ -151,11 +82,8 @@ class RandomStrategy(Strategy):
 
     def ask(self) -> list[Proposal]:
         with _rng(self):
-            self.population = []
-            for _ in range(self.config.population):
-                ind = _random_tree(self)
-                self.screen.remember([ind])
-                self.population.append(ind)
+            self.population = _random_trees(self, self.config.population, set())
+        self.screen.remember(self.population)
         return [Proposal(ind, self.screen.expr(ind), "random") for ind in self.population]
 
     def adopt(self, index: int, expr: Expr) -> bool:
@@ -298,11 +226,7 @@ class GPStrategy(Strategy):
         pop = pop[: c.population]
         # Ramped half-and-half, screened, without repeating a canonical form.
         self.screen.remember(pop)
-        while len(pop) < c.population:
-            ind = _random_tree(self)
-            self.screen.remember([ind])
-            pop.append(ind)
-        return pop
+        return pop + _random_trees(self, c.population - len(pop), set())
 
     def _select_parents(self, k: int) -> list[Individual]:
         c = self.config
@@ -330,50 +254,54 @@ class GPStrategy(Strategy):
             elites = [copy.deepcopy(i) for i in tools.selBest(self.population, c.elitism)]
         n_children = c.population - len(elites)
         parents = self._select_parents(n_children + (n_children % 2))
-        children, origins = [], []
+        pairs = []     # (a, b, operation or None for reproduction)
         for i in range(0, len(parents), 2):
             a, b = parents[i], parents[i + 1] if i + 1 < len(parents) else copy.deepcopy(parents[0])
             r = random.random()
             if r < c.crossover_prob:
-                pair = self._retry(lambda x, y: [(z, "crossover") for z in self._crossover(x, y)], a, b)
+                pairs.append((a, b, lambda x, y: [(z, "crossover") for z in self._crossover(x, y)]))
             elif r < c.crossover_prob + c.mutation_prob:
-                def mutate(x, y):
-                    out = []
-                    for ind in (x, y):
-                        op = random.choice(sorted(self._mutations))
-                        (ind,) = self._mutations[op](ind)
-                        out.append((ind, f"mutation:{op}"))
-                    return out
-                pair = self._retry(mutate, a, b)
+                pairs.append((a, b, self._mutate_pair))
             else:
-                pair = [(a, "reproduction"), (b, "reproduction")]
-            for ind, origin in pair:
-                del ind.fitness.values
-                children.append(ind)
-                origins.append(origin)
-        children, origins = children[:n_children], origins[:n_children]
-        return elites + children, ["elite"] * len(elites) + origins
-
-    def _retry(self, operation, a, b, tries: int = 6):
-        """Apply a variation; a child that fails the screen (lost ``p`` or
-        ``y``, not viable, or a form already proposed) is redrawn from its
-        parents, a few times; a child still failing is replaced by a random
-        immigrant that passes (a bounded search), else by a copy of its parent."""
+                pairs.append((a, b, None))
+        children = self._retry([p for p in pairs if p[2] is not None])
         out = []
-        for _ in range(tries):
-            out = operation(copy.deepcopy(a), copy.deepcopy(b))
-            if all(self.screen.ok(ind) for ind, _ in out):
-                return out
-        fixed = []
-        for (child, origin), parent in zip(out, (a, b)):
-            if not self.screen.ok(child):
-                immigrant = _random_tree(self, tries=100)
-                if self.screen.ok(immigrant):
-                    child, origin = immigrant, "immigrant"
-                else:
-                    child, origin = copy.deepcopy(parent), "reproduction"
-            fixed.append((child, origin))
-        return fixed
+        for a, b, operation in pairs:
+            out += children.pop(0) if operation is not None else [(a, "reproduction"), (b, "reproduction")]
+        out = out[:n_children]
+        for ind, _ in out:
+            del ind.fitness.values
+        return elites + [ind for ind, _ in out], ["elite"] * len(elites) + [origin for _, origin in out]
+
+    def _mutate_pair(self, x, y):
+        out = []
+        for ind in (x, y):
+            op = random.choice(sorted(self._mutations))
+            (ind,) = self._mutations[op](ind)
+            out.append((ind, f"mutation:{op}"))
+        return out
+
+    def _retry(self, pairs) -> list[list[tuple[Individual, str]]]:
+        """Apply each pair's variation; a child that fails the screen (lost ``p`` or
+        ``y``, not viable, or a form already proposed, in an earlier generation or
+        this one) is taken from the pair's next variation of the same parents, up to
+        6 in all; a child still missing is a random immigrant that passes (a bounded
+        search), else a copy of its parent.  Done for all pairs at once, in rounds
+        (:func:`_fill`), so the screening runs in parallel."""
+        def variation(a, b, operation):
+            return lambda: operation(copy.deepcopy(a), copy.deepcopy(b))
+
+        taken: set[str] = set()
+        slots = [_Slot(variation(a, b, op), _PAIR_ROUNDS, uses_both_terminals, width=2) for a, b, op in pairs]
+        _fill(self.screen, slots, taken, {})
+        missing = [(k, j, parent) for k, ((a, b, _), slot) in enumerate(zip(pairs, slots))
+                   for j, parent in enumerate((a, b)) if slot.chosen[j] is None]
+        immigrants = [_random_slot(self, _IMMIGRANT_ROUNDS) for _ in missing]
+        _fill(self.screen, immigrants, taken, {})
+        for (k, j, parent), slot in zip(missing, immigrants):
+            slots[k].chosen[j] = ((slot.chosen[0][0], "immigrant") if slot.chosen[0] is not None
+                                  else (copy.deepcopy(parent), "reproduction"))
+        return [slot.chosen for slot in slots]
 
     # -------------------------------------------------------------- state
     def state(self) -> dict:

@@ -1,0 +1,192 @@
+"""Screening off the driver: the same verdicts wherever it runs, and a search that
+does not depend on how (or whether) the screening was shared out."""
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from lossforge.primitives import Expr
+from lossforge.search import SearchConfig
+from lossforge.search.evaluators import LocalEvaluator
+from lossforge.search.filters import CandidateFilter
+from lossforge.search.screening import Screened, ScreenedExpr, Screener, ScreenSpec, screen_expr, screen_tokens
+from lossforge.search.strategies import GPStrategy, RandomStrategy
+from lossforge.search.trees import serialise, tree_to_expr
+
+
+def _config(**kw) -> SearchConfig:
+    base = dict(tasks=["digits"], name="screen", seed=3, population=24, generations=3, steps=20, save_best=0,
+                confirm_top=0, evaluator="local", seed_losses=["cross_entropy"])
+    return SearchConfig(**{**base, **kw})
+
+
+def _trees(n: int, seed: int = 0):
+    s = RandomStrategy(_config(), seed)
+    from deap import gp
+
+    from lossforge.search.trees import Individual
+
+    rng = random.Random(seed)
+    state = random.getstate()
+    random.setstate(rng.getstate())
+    try:
+        return [Individual(gp.genHalfAndHalf(s.pset, 1, 4)) for _ in range(n)]
+    finally:
+        random.setstate(state)
+
+
+def test_worker_screening_equals_the_driver_filters():
+    config = _config()
+    trees = _trees(80)
+    driver = CandidateFilter({"multiclass"})
+    spec = ScreenSpec.of(driver, config)
+    remote = screen_tokens(spec, [serialise(t) for t in trees])
+    assert len(remote) == len(trees)
+    kinds = set()
+    for tree, got in zip(trees, remote):
+        e = tree_to_expr(tree)
+        assert got == screen_expr(CandidateFilter({"multiclass"}), e)
+        if e is None:
+            assert got.text is None
+            continue
+        assert (got.text, got.canonical, got.complexity) == (str(e), e.canonical, e.complexity)
+        verdict = driver.check(e)
+        kinds.add(verdict.status)
+        if got.reject is None:
+            assert verdict.status in ("ok", "fingerprint_duplicate")
+            assert got.fingerprint == driver.fingerprint_key(e)
+        else:
+            assert (verdict.status, verdict.detail) == got.reject
+    assert "ok" in kinds and len(kinds) > 2  # the sample exercises passing and several rejections
+
+
+def test_screened_expr_is_the_expression_of_its_tree():
+    config = _config()
+    screener = Screener(CandidateFilter({"multiclass"}), config)
+    trees = [t for t in _trees(60, seed=1) if tree_to_expr(t) is not None][:25]
+    screener.screen(trees)
+    for tree in trees:
+        lazy, real = screener.expr(tree), tree_to_expr(tree)
+        assert isinstance(lazy, ScreenedExpr) and isinstance(lazy, Expr)
+        assert (str(lazy), lazy.canonical, lazy.complexity, hash(lazy)) == (str(real), real.canonical,
+                                                                            real.complexity, hash(real))
+        assert lazy == real and lazy.sympy == real.sympy and lazy.terminals == real.terminals
+        assert lazy.constants == real.constants
+        back = pickle.loads(pickle.dumps(lazy))
+        assert back == real and str(back) == str(real)
+    import torch
+
+    p, y = torch.rand(8), torch.randint(0, 2, (8,)).float()
+    lazy, real = screener.expr(trees[0]), tree_to_expr(trees[0])
+    assert torch.equal(lazy.compile()(p, y), real.compile()(p, y))
+
+
+def test_screener_hands_verdicts_to_the_filter_and_caches_by_tree():
+    config = _config()
+    cfilter = CandidateFilter({"multiclass"})
+    calls = []
+
+    class Spy(LocalEvaluator):
+        def screen(self, spec, batch):
+            calls.append(len(batch))
+            return super().screen(spec, batch)
+
+    screener = Screener(cfilter, config, Spy({}))
+    trees = _trees(30, seed=2)
+    first = screener.screen(trees + trees[:5])
+    assert calls == [len({tuple(serialise(t)) for t in trees})]  # one batch, each distinct tree once
+    assert screener.screen(trees) == first[:30] and len(calls) == 1  # then from the cache
+    for tree, got in zip(trees, first):
+        if got.text is not None:  # the driver's filter now knows the verdict: nothing is recomputed there
+            assert got.canonical in cfilter._verdicts
+
+
+class _Shuffled(LocalEvaluator):
+    """Screens each batch in reverse order, in pieces of 3, as several workers finishing out of
+    order would (results returned in the batch's order)."""
+
+    def screen(self, spec, batch):
+        out = {}
+        idx = list(range(len(batch)))[::-1]
+        for k in range(0, len(idx), 3):
+            part = idx[k:k + 3]
+            for i, r in zip(part, super().screen(spec, [batch[i] for i in part])):
+                out[i] = r
+        return [out[i] for i in range(len(batch))]
+
+
+class _Failing(LocalEvaluator):
+    """Every screening task is lost (as to a dead worker): the driver screens itself."""
+
+    def screen(self, spec, batch):
+        raise RuntimeError("worker died")
+
+
+def _proposals(strategy_cls, evaluator, generations=3, selection="tournament"):
+    config = _config(selection=selection)
+    cfilter = CandidateFilter({"multiclass"})
+    s = strategy_cls(config, 11)
+    s.set_viability(Screener(cfilter, config, evaluator))
+    out = []
+    for g in range(generations):
+        props = s.ask()
+        out.append([(p.origin, None if p.expr is None else (str(p.expr), p.expr.canonical)) for p in props])
+        s.tell([(float(len(p.expr.canonical) % 7) if p.expr else -100.0, 1) for p in props])
+    return out, s.state()
+
+
+@pytest.mark.parametrize("strategy_cls", [GPStrategy, RandomStrategy])
+def test_proposals_do_not_depend_on_how_the_screening_is_shared(strategy_cls):
+    reference = _proposals(strategy_cls, None)             # screened in this process
+    assert _proposals(strategy_cls, LocalEvaluator({})) == reference
+    assert _proposals(strategy_cls, _Shuffled({})) == reference
+    assert _proposals(strategy_cls, _Failing({})) == reference  # lost screening tasks change nothing
+    gens, _ = reference
+    for props in gens:
+        canon = [c for _, c in props if c is not None]
+        if strategy_cls is RandomStrategy:
+            assert len(set(canon)) == len(canon)   # no form twice in a generation
+
+
+def test_gp_children_are_viable_and_new():
+    config = _config(population=32)
+    cfilter = CandidateFilter({"multiclass"})
+    s = GPStrategy(config, 5)
+    s.set_viability(Screener(cfilter, config, LocalEvaluator({})))
+    seen: set[str] = set()
+    for g in range(3):
+        props = s.ask()
+        for p in props:
+            if p.origin in ("elite", "reproduction", "seed"):
+                continue
+            assert p.expr is not None and cfilter.viable(p.expr)
+            assert p.expr.canonical not in seen
+        fresh = [p.expr.canonical for p in props if p.origin not in ("elite", "reproduction", "seed")]
+        assert len(set(fresh)) == len(fresh)   # distinct within the generation too
+        seen |= {p.expr.canonical for p in props if p.expr is not None}
+        s.tell([(float(len(p.expr.canonical) % 5), 1) for p in props])
+
+
+def test_screened_result_of_an_invalid_tree():
+    assert Screened(None).viable is False
+    assert screen_expr(CandidateFilter({"multiclass"}), None) == Screened(None)
+
+
+def test_ray_workers_screen_as_the_driver_does():
+    ray = pytest.importorskip("ray")
+    from lossforge.search.evaluators import RayEvaluator
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        ev = RayEvaluator({}, workers=2, warm=False)
+        spec = ScreenSpec.of(CandidateFilter({"multiclass"}), _config())
+        batch = [serialise(t) for t in _trees(40, seed=4)]
+        assert ev.screen(spec, batch) == screen_tokens(spec, batch)
+        assert _proposals(GPStrategy, ev) == _proposals(GPStrategy, None)
+    finally:
+        if started:
+            ray.shutdown()
