@@ -67,7 +67,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "canonical_numbers": ("primitives/canonical.py", [
         "tests/primitives/test_mutants_canonical.py", "tests/primitives/test_expr.py"]),
     "canonical_rest": ("primitives/canonical.py", [
-        "tests/primitives/test_expr.py", "tests/primitives/test_mutants_canonical.py"]),
+        "tests/primitives/test_expr.py", "tests/primitives/test_mutants_canonical.py",
+        "tests/primitives/test_canonical_structure.py"]),
     "table": ("primitives/table.py", [
         "tests/primitives/test_table.py",
         "tests/primitives/test_user_primitive.py::test_the_row_carries_everything_export_needs",
@@ -77,7 +78,8 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/primitives/test_table_mutants.py"]),
     "compile": ("primitives/compile.py", [
         "tests/primitives/test_expr.py",
-        "tests/primitives/test_bit_identical.py::test_population_program_values_and_derivatives"]),
+        "tests/primitives/test_bit_identical.py::test_population_program_values_and_derivatives",
+        "tests/primitives/test_compile_mutants.py"]),
     "loss": ("losses/loss.py", [
         "tests/losses/test_expressions.py", "tests/losses/test_registry.py",
         "tests/losses/test_mutants_loss.py"]),
@@ -85,12 +87,13 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/losses/test_segmentation.py", "tests/losses/test_mutants_segmentation.py"]),
     "metrics": ("tasks/metrics.py", [
         "tests/tasks/test_metrics.py", "tests/tasks/test_metrics_mutants.py"]),
-    "program": ("tasks/program.py", ["tests/tasks/test_program.py"]),
+    "program": ("tasks/program.py", ["tests/tasks/test_program.py", "tests/tasks/test_program_mutants.py"]),
     # Fast training tests only (the whole of test_evaluate.py takes minutes a mutant).
     "trainer": ("tasks/trainer.py", [f"tests/tasks/test_evaluate.py::{t}" for t in (
         "test_population_of_one_equals_a_plain_pytorch_loop", "test_a_diverging_loss_is_isolated",
         "test_errors_are_isolated_and_explained", "test_time_limit_marks_unfinished_losses_as_errors",
-        "test_evaluate_argument_errors", "test_device_argument_is_honoured")]),
+        "test_evaluate_argument_errors", "test_device_argument_is_honoured")]
+        + ["tests/tasks/test_trainer_mutants.py"]),
     "filters": ("search/filters.py", [
         "tests/search/test_filters_fitness.py", "tests/search/test_mutants_filters.py"]),
     "checkpoint": ("search/checkpoint.py", [
