@@ -31,6 +31,13 @@ def task_score(metric: float | None, baseline: float, direction: str) -> float:
     return math.log(task_error(baseline, direction) / task_error(metric, direction))
 
 
+def fitness_name(how: str = "mean") -> str:
+    """What a fitness of aggregate ``how`` is, in words (for reports and the CLI)."""
+    return {"mean": "mean log error ratio vs the baseline over the tasks",
+            "median": "median log error ratio vs the baseline over the tasks",
+            "min": "worst task's log error ratio vs the baseline"}.get(how, f"{how} of the log error ratios")
+
+
 def aggregate(scores: Mapping[str, float], how: str = "mean") -> float:
     values = list(scores.values())
     if not values:

@@ -28,6 +28,8 @@ from typing import Callable
 
 from lossforge.primitives.files import atomic_write_text
 
+from .fitness import fitness_name
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _FIGURES = (("fitness", "Fitness per generation"), ("filters", "What happened to the candidates"),
             ("pareto", "Pareto front"), ("shapes", "Shapes of the top losses"))
@@ -100,6 +102,7 @@ def context(data, figures: dict[str, Path], refresh: float | None = None) -> dic
     return {
         "run_id": data.run_id, "status": status, "refresh": max(1, round(refresh)) if refresh else None, "updated": now,
         "progress": f"{done} of {cfg.generations} generations", "running": status == "running",
+        "fitness_name": fitness_name(cfg.aggregate),
         "summary": [("run directory", str(data.run_dir)), ("config", f"{cfg.name} (digest "
                                                              f"{data.meta.get('config_digest', '?')})"),
                     ("strategy", f"{cfg.strategy}: {cfg.generations} generations x {cfg.population} candidates"),

@@ -35,6 +35,7 @@ from lossforge.losses.plotting import figure, save_png
 
 from .config import SearchConfig
 from .errors import StorageError
+from .fitness import fitness_name
 from .runstore import RunStore, open_run_store
 
 BASELINE_PREFIX = "loss:"  # how the scorer records baseline evaluations in the run store
@@ -135,7 +136,7 @@ def fitness_plot(generations: list[dict], path: Path, search_generations: int | 
                    label="constant tuning (Optuna)")
     _integer_ticks(ax)
     ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (mean log error ratio vs baseline)")
+    ax.set_ylabel("fitness (log error ratio vs baseline, over tasks)")
     ax.set_title("fitness per generation (> 0 beats the baseline)")
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)  # off the data
     return save_png(fig, path)
@@ -191,7 +192,7 @@ def pareto_plot(candidates: list[dict], front: list[dict], path: Path) -> Path:
     ax.axhline(0.0, color="gray", lw=0.8, ls=":", label="baseline level")
     _integer_ticks(ax)
     ax.set_xlabel("complexity (nodes of the expression)")
-    ax.set_ylabel("fitness (mean log error ratio vs baseline)")
+    ax.set_ylabel("fitness (log error ratio vs baseline, over tasks)")
     ax.set_title("fitness against complexity")
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)  # off the data
     return save_png(fig, path)
@@ -286,7 +287,7 @@ def _markdown(run_dir, meta, config, row, generations, hof, front, tasks, baseli
         out.append("- saved to the loss store as: " + ", ".join(f"`{n}`" for n in saved)
                    + " (`lossforge export NAME --format py`)")
     out += ["", "## Fitness per generation", "",
-            "Fitness is the mean log error ratio against the baseline over the tasks: above 0 beats it.", ""]
+            f"Fitness is the {fitness_name(config.aggregate)}: above 0 beats it.", ""]
     if "fitness" in figures:
         out += [f"![fitness]({figures['fitness'].name})", ""]
     reasons = filter_reasons(generations)

@@ -193,7 +193,7 @@ def test_cli_search_and_resume_of_a_finished_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["search", str(cfg), "--local", "--run-dir", str(run_dir), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "hall of fame" in out and str(run_dir) in out
+    assert "hall of fame (fitness = mean log error ratio" in out and str(run_dir) in out
     saved = SearchConfig.from_toml(run_dir / "config.toml")
     assert saved.evaluator == "local" and saved.seed == 3 and saved.name == "cli"
     store, run_id = open_store(run_dir)
@@ -209,6 +209,15 @@ def test_cli_search_and_resume_of_a_finished_run(tmp_path, capsys):
     # a second run into the same directory is refused with a hint, not a traceback
     assert main(["search", str(cfg), "--local", "--run-dir", str(run_dir), "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_the_cli_names_the_runs_fitness_aggregate(tmp_path):
+    from lossforge.search.cli import _aggregate_of
+    from lossforge.search.fitness import fitness_name
+
+    (tmp_path / "config.toml").write_text(SearchConfig(aggregate="min", evaluator="local").to_toml())
+    assert fitness_name(_aggregate_of(tmp_path)) == "worst task's log error ratio vs the baseline"
+    assert _aggregate_of(tmp_path / "missing") == "mean"
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
