@@ -87,7 +87,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
         "tests/losses/test_segmentation.py", "tests/losses/test_mutants_segmentation.py"]),
     "metrics": ("tasks/metrics.py", [
         "tests/tasks/test_metrics.py", "tests/tasks/test_metrics_mutants.py"]),
-    "program": ("tasks/program.py", ["tests/tasks/test_program.py", "tests/tasks/test_program_mutants.py"]),
+    "program": ("tasks/program.py", [
+        "tests/tasks/test_program.py", "tests/tasks/test_program_mutants.py",
+        "tests/primitives/test_bit_identical.py::test_population_program_values_and_derivatives"]),
     # Fast training tests only (the whole of test_evaluate.py takes minutes a mutant).
     "trainer": ("tasks/trainer.py", [f"tests/tasks/test_evaluate.py::{t}" for t in (
         "test_population_of_one_equals_a_plain_pytorch_loop", "test_a_diverging_loss_is_isolated",

@@ -266,3 +266,48 @@ def test_candidates_and_generations_come_back_in_order_with_their_json_fields(st
     assert [c["position"] for c in store.candidates("r1", generation=1)] == [5]
     assert [g["best"] for g in store.generations("r1")] == [0.1, 0.9, 0.1]
     assert len(store.candidates("r2")) == 1
+
+
+# ----------------------------------------------------------------------------- damaged files and drivers
+def test_damaged_pages_fail_the_integrity_check_on_open(tmp_path):
+    path = tmp_path / "s.db"
+    s = RunStore(sqlite_url(path))
+    s.record_evaluations([_row(i, canonical=f"p*{i}" * 20) for i in range(2000)])
+    s.close()
+    data = bytearray(path.read_bytes())
+    for offset in range(4096 * 3, len(data) - 4096, 4096 * 5):  # garbage inside data pages, header intact
+        data[offset + 100:offset + 400] = b"\xff" * 300
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageError, match=f"(?s)^run store {sqlite_url(path)} failed its integrity check \\(.*\\); "
+                                           "restore it from a backup or start a new run directory$"):
+        RunStore(sqlite_url(path))
+
+
+def test_a_malformed_database_is_one_error_that_says_the_file_is_left_alone(tmp_path):
+    path = tmp_path / "s.db"
+    RunStore(sqlite_url(path)).close()
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + b"\0" * (len(data) - 100))  # header kept, every page zeroed
+    with pytest.raises(StorageError, match=f"^run store {sqlite_url(path)} cannot be opened: .*\\. If the file is "
+                                           "corrupt, move it away and restore a backup; lossforge will not "
+                                           "overwrite it\\.$"):
+        RunStore(sqlite_url(path))
+
+
+def test_a_one_byte_file_is_not_taken_for_a_new_store(tmp_path):
+    path = tmp_path / "s.db"
+    path.write_bytes(b"S")
+    with pytest.raises(StorageError, match="is not an SQLite database"):
+        RunStore(sqlite_url(path))
+    assert path.read_bytes() == b"S"
+
+
+def test_an_unusable_url_or_a_missing_driver_names_the_fix():
+    with pytest.raises(StorageError, match=r"^run store 'nosuchdb://x/y' is not a usable database URL \(.*\); use "
+                                           r"e\.g\. sqlite:////path/to/runs\.db or postgresql://user@host/db$"):
+        RunStore("nosuchdb://x/y")
+    if importlib.util.find_spec("MySQLdb") is None:
+        with pytest.raises(StorageError, match=r"^run store mysql://me:\*\*\*@h/db needs a database driver that is "
+                                               r"not installed \(No module named 'MySQLdb'\); install that driver "
+                                               r"or use an sqlite:/// URL$"):
+            RunStore("mysql://me:secret@h/db")
