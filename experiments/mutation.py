@@ -14,7 +14,8 @@ Workflow used for the scores in ``experiments/mutation_equivalents.md`` (one mod
 
 ``--tests-from REV`` runs the tests of an older revision against today's sources; ``--again``
 re-tests, with the current tests, only the mutants that survived the last run in that
-workdir (a killed mutant stays killed: tests are only ever added).
+workdir (a killed mutant stays killed: tests are only ever added), except those listed as
+equivalent.
 
 It prints, per module, mutmut's counts and the score: killed / (mutants - equivalent), where
 "killed" includes timeouts (a mutant that hangs the tests is caught) and the equivalent
@@ -247,8 +248,11 @@ def run_module(module: str, workroot: Path, timeout: int, show: bool, tests_from
         # stays killed, as tests were only added).  The test-to-function map is rebuilt.
         stage_tests(work, source, tests, tests_from)
         (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
-        rerun = sorted(k for k, v in previous.items() if v not in KILLED)
-        print(f"  re-running the {len(rerun)} survivors of the previous run in {work}")
+        # The mutants listed as equivalent cannot be killed: they are not re-run.
+        eq = equivalents()
+        rerun = sorted(k for k, v in previous.items() if v not in KILLED and k not in eq)
+        print(f"  re-running the {len(rerun)} survivors of the previous run in {work} "
+              f"({sum(1 for k, v in previous.items() if v not in KILLED and k in eq)} listed as equivalent are not)")
         if not rerun:
             return summarise(module, source, work, previous, 0.0, show, {})
         names = " ".join(f"'{n}'" for n in rerun)

@@ -311,3 +311,19 @@ def test_an_unusable_url_or_a_missing_driver_names_the_fix():
                                                r"not installed \(No module named 'MySQLdb'\); install that driver "
                                                r"or use an sqlite:/// URL$"):
             RunStore("mysql://me:secret@h/db")
+
+
+def test_a_duplicate_row_is_ignored_by_the_databases_own_statement():
+    from lossforge.search.runstore import evaluations
+
+    store = RunStore.__new__(RunStore)  # the statement only: no server needed
+    try:
+        store.engine = sa.create_engine("postgresql+psycopg://u@h/db")
+        sql = str(store._insert_ignoring_duplicates(evaluations).compile(dialect=store.engine.dialect))
+        assert sql.startswith("INSERT INTO lf_evaluations ") and sql.endswith(" ON CONFLICT DO NOTHING")
+    finally:
+        store.engine.dispose()
+    store.engine = sa.create_engine("sqlite://")
+    sql = str(store._insert_ignoring_duplicates(evaluations).compile(dialect=store.engine.dialect))
+    assert sql.startswith("INSERT OR IGNORE INTO lf_evaluations ")
+    store.engine.dispose()
