@@ -11,6 +11,7 @@ screened here), kept for strategies that draw one child at a time.
 """
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 
 from deap import gp
@@ -54,6 +55,10 @@ class _Screen:
     @property
     def screener(self) -> Screener | None:
         return self.viable if isinstance(self.viable, Screener) else None
+
+    @property
+    def parallelism(self) -> int:
+        return self.screener.parallelism if self.screener is not None else 1
 
     def expr(self, ind) -> Expr | None:
         if self.screener is not None:
@@ -110,83 +115,127 @@ class _Screen:
                 self.seen.add(r.canonical)
 
 
-# Draws per round for a slot of a generation (see _fill): the totals are the tries of the
-# sequential screen (a pair's variation 6, an immigrant 100, a random tree 200); rounds
-# grow so that a slot that fails often costs few round trips and one that passes wastes little.
-_PAIR_ROUNDS = (2, 4)
-_IMMIGRANT_ROUNDS = (2, 6, 12, 24, 56)
-_RANDOM_ROUNDS = (2, 6, 12, 24, 48, 108)
+# How many candidates a place of the generation may try: a pair's variation 6 times,
+# then an immigrant 100 times; a random tree 200 times.
+PAIR_TRIES, IMMIGRANT_TRIES, RANDOM_TRIES = 6, 100, _TRIES
 
 
-class _Slot:
-    """One place of a generation being filled: ``draw()`` gives an option (a list of
-    (tree, origin): one tree, or the two children of one variation), ``rounds`` how
-    many options to draw in each round, ``cheap(tree)`` the checks done before
-    screening.  ``chosen[j]``: the (tree, origin) kept for position j of the option."""
+class _Stream:
+    """Options drawn lazily from one place's own RNG (seeded from the strategy's): the
+    k-th option is the same whenever, and in whatever order, it is drawn."""
 
-    def __init__(self, draw, rounds, cheap, width: int = 1):
-        self.draw, self.rounds, self.cheap = draw, rounds, cheap
-        self.chosen: list = [None] * width
-        self.last = None
+    def __init__(self, seed: int, draw):
+        self.state = random.Random(seed).getstate()
+        self.draw = draw
+        self.items: list = []
 
-    @property
-    def filled(self) -> bool:
-        return all(c is not None for c in self.chosen)
+    def get(self, k: int):
+        while len(self.items) <= k:
+            outer = random.getstate()
+            random.setstate(self.state)
+            try:
+                self.items.append(self.draw())
+            finally:
+                self.state = random.getstate()
+                random.setstate(outer)
+        return self.items[k]
 
 
-def _fill(screen: _Screen, slots: list[_Slot], taken: set[str], results: dict) -> None:
-    """Fill ``slots`` in deterministic rounds.  Each round draws every open slot's
-    options (in slot order, from the strategy's RNG) and screens, all at once (on
-    the workers when there is a screener), the trees of the positions still open;
-    then, slot by slot and position by position in order, keeps the first tree that
-    passes and is new (against earlier generations and the forms already ``taken``
-    in this one).  What is drawn depends only on earlier rounds' verdicts, never on
-    how many workers screened them or in what order they finished.  ``results``
-    collects id(tree) -> (Screened, tree)."""
-    open_ = list(range(len(slots)))
-    r = 0
-    while open_:
-        drawn = {}
-        for i in open_:
-            drawn[i] = [slots[i].draw() for _ in range(slots[i].rounds[r])]
-            slots[i].last = drawn[i][-1]
-        trees = [opt[j][0] for i in open_ for opt in drawn[i] for j, c in enumerate(slots[i].chosen)
-                 if c is None and slots[i].cheap(opt[j][0])]
-        for ind, res in zip(trees, screen.many(trees)):
-            results[id(ind)] = (res, ind)   # the tree is held, so its id is not reused while results lives
-        for i in open_:
-            slot = slots[i]
-            for j, c in enumerate(slot.chosen):
-                if c is not None:
+class _Place:
+    """One tree of the generation being drawn: its candidates are, in order, position
+    ``j`` of the first ``n`` options of each source stream; ``cheap(tree, source)``
+    are the checks done before screening; ``fallback()`` the tree used when no
+    candidate passes."""
+
+    def __init__(self, sources, cheap, fallback):
+        self.sources = sources            # [(stream, j, n, origin or None: the option's own)]
+        self.total = sum(n for _, _, n, _ in sources)
+        self.cheap = cheap
+        self.fallback = fallback
+
+    def candidate(self, k: int):
+        for si, (stream, j, n, origin) in enumerate(self.sources):
+            if k < n:
+                tree, own = stream.get(k)[j]
+                return tree, origin or own, si
+            k -= n
+        raise IndexError(k)
+
+
+def _draw_places(screen: _Screen, places: list[_Place], parallelism: int = 1) -> list[tuple]:
+    """The (tree, origin) of every place: the first candidate that passes the screen
+    and is new -- against earlier generations and the places before it in this one.
+
+    That is the sequential definition; it is computed in rounds, each screening a
+    batch of candidates at once (on the workers when there is a screener), with
+    more candidates per open place as rounds go on (and enough to give every worker
+    a share).  Since every place draws from its own stream, what each place gets
+    does not depend on the rounds, on the number of workers or on the order in
+    which screening finished: only on the strategy's RNG and the screen."""
+    results: dict = {}      # id(tree) -> Screened (trees stay alive in their streams)
+    rnd = 0
+    while True:
+        taken: set[str] = set()
+        chosen: list = []
+        wanted: list = []   # (place index, first candidate index not screened)
+        for i, place in enumerate(places):
+            pick = None
+            for k in range(place.total):
+                tree, origin, si = place.candidate(k)
+                if not place.cheap(tree, si):
                     continue
-                for opt in drawn[i]:
-                    res = results.get(id(opt[j][0]), (None,))[0]
-                    if screen.passes(res, taken):
-                        slot.chosen[j] = opt[j]
-                        taken.add(res.canonical)
-                        break
-        r += 1
-        open_ = [i for i in open_ if not slots[i].filled and r < len(slots[i].rounds)]
+                if id(tree) not in results:
+                    wanted.append((i, k))
+                    break
+                res = results[id(tree)]
+                if screen.passes(res, taken):
+                    pick = (tree, origin)
+                    taken.add(res.canonical)
+                    break
+            else:
+                pick = place.fallback()
+            chosen.append(pick)
+        if not wanted:
+            return chosen
+        quota = max(2 ** rnd, -(-8 * parallelism // len(wanted)))
+        batch = []
+        for i, k in wanted:
+            place, got = places[i], 0
+            while k < place.total and got < quota:
+                tree, _, si = place.candidate(k)
+                if place.cheap(tree, si) and id(tree) not in results:
+                    batch.append(tree)
+                    got += 1
+                k += 1
+        for tree, res in zip(batch, screen.many(batch)):
+            results[id(tree)] = res
+        rnd += 1
 
 
-def _random_slot(strategy, rounds=_RANDOM_ROUNDS) -> _Slot:
+def _random_option(strategy):
     c = strategy.config
 
     def draw():
         return [(Individual(gp.genHalfAndHalf(strategy.pset, max(c.init_min_depth, 1), c.init_max_depth)), "init")]
-
-    def cheap(ind):
-        return ind.height <= c.max_height and len(ind) <= c.max_size and uses_both_terminals(ind)
-
-    return _Slot(draw, rounds, cheap)
+    return draw
 
 
-def _random_trees(strategy, n: int, taken: set[str]) -> list[Individual]:
-    """``n`` screened ramped half-and-half trees, new and distinct (a slot that finds
-    none in its draws keeps its last draw, as the sequential screen did)."""
-    slots = [_random_slot(strategy) for _ in range(n)]
-    _fill(strategy.screen, slots, taken, {})
-    return [(s.chosen[0] or s.last[0])[0] for s in slots]
+def _fits(strategy, ind) -> bool:
+    c = strategy.config
+    return ind.height <= c.max_height and len(ind) <= c.max_size and uses_both_terminals(ind)
+
+
+def _random_place(strategy, origin: str | None = None) -> _Place:
+    stream = _Stream(random.getrandbits(64), _random_option(strategy))
+    # no candidate passes: the last draw, as the sequential screen did
+    return _Place([(stream, 0, RANDOM_TRIES, origin)], lambda ind, _si: _fits(strategy, ind),
+                  lambda: stream.get(RANDOM_TRIES - 1)[0])
+
+
+def _random_trees(strategy, n: int) -> list[Individual]:
+    """``n`` screened ramped half-and-half trees, new and distinct."""
+    places = [_random_place(strategy) for _ in range(n)]
+    return [tree for tree, _ in _draw_places(strategy.screen, places, strategy.screen.parallelism)]
 
 
 def _random_tree(strategy, novel: bool = True, tries: int = _TRIES) -> Individual:

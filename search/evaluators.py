@@ -219,6 +219,7 @@ def _ray_warm() -> str:
     import torch  # noqa: F401  (import once per worker, before timing starts)
 
     import lossforge.losses  # noqa: F401
+    import lossforge.search.screening  # noqa: F401  (sympy, DEAP: screening tasks start warm)
     import lossforge.tasks  # noqa: F401
 
     return _worker_name()

@@ -155,6 +155,7 @@ class Screener:
         self.spec = ScreenSpec.of(cfilter, config)
         self.pset = make_pset(config.primitives, config.constant_range)
         self._remote: Callable | None = getattr(evaluator, "screen", None)
+        self.parallelism = int(getattr(evaluator, "parallelism", 1) or 1) if self._remote is not None else 1
         self._cache: OrderedDict[tuple, tuple[Screened, ScreenedExpr | None]] = OrderedDict()
         self.screened = 0        # trees screened (cache misses), for benchmarks
         self.remote_batches = 0

@@ -20,8 +20,9 @@ from deap import gp, tools
 
 from lossforge.primitives import Expr
 
-from .drawing import _CLONE_FITNESS, _IMMIGRANT_ROUNDS, _PAIR_ROUNDS, _Screen, _Slot, _fill, _random_slot
-from .drawing import _random_tree, _random_trees, uses_both_terminals  # noqa: F401  (_random_tree: aging)
+from .drawing import (_CLONE_FITNESS, IMMIGRANT_TRIES, PAIR_TRIES, _draw_places, _fits, _Place, _random_option,
+                      _Screen, _Stream, _random_trees, uses_both_terminals)
+from .drawing import _random_tree  # noqa: F401  (aging evolution's sequential draws)
 from .strategy import Cases, Proposal, Strategy
 from .trees import (Individual, NotRepresentable, deserialise, is_constant, make_constant, make_pset, serialise,
                     sympy_to_tree, tree_to_expr)
@@ -82,7 +83,7 @@ class RandomStrategy(Strategy):
 
     def ask(self) -> list[Proposal]:
         with _rng(self):
-            self.population = _random_trees(self, self.config.population, set())
+            self.population = _random_trees(self, self.config.population)
         self.screen.remember(self.population)
         return [Proposal(ind, self.screen.expr(ind), "random") for ind in self.population]
 
@@ -226,7 +227,7 @@ class GPStrategy(Strategy):
         pop = pop[: c.population]
         # Ramped half-and-half, screened, without repeating a canonical form.
         self.screen.remember(pop)
-        return pop + _random_trees(self, c.population - len(pop), set())
+        return pop + _random_trees(self, c.population - len(pop))
 
     def _select_parents(self, k: int) -> list[Individual]:
         c = self.config
@@ -284,24 +285,26 @@ class GPStrategy(Strategy):
     def _retry(self, pairs) -> list[list[tuple[Individual, str]]]:
         """Apply each pair's variation; a child that fails the screen (lost ``p`` or
         ``y``, not viable, or a form already proposed, in an earlier generation or
-        this one) is taken from the pair's next variation of the same parents, up to
-        6 in all; a child still missing is a random immigrant that passes (a bounded
-        search), else a copy of its parent.  Done for all pairs at once, in rounds
-        (:func:`_fill`), so the screening runs in parallel."""
+        earlier in this one) is taken from the pair's next variation of the same
+        parents, up to 6 in all; a child still missing is a random immigrant that
+        passes (a bounded search), else a copy of its parent.  Each pair and each
+        immigrant draws from its own seeded stream, so all are screened at once, in
+        rounds, on the workers (:func:`~lossforge.search.drawing._draw_places`)."""
         def variation(a, b, operation):
             return lambda: operation(copy.deepcopy(a), copy.deepcopy(b))
 
-        taken: set[str] = set()
-        slots = [_Slot(variation(a, b, op), _PAIR_ROUNDS, uses_both_terminals, width=2) for a, b, op in pairs]
-        _fill(self.screen, slots, taken, {})
-        missing = [(k, j, parent) for k, ((a, b, _), slot) in enumerate(zip(pairs, slots))
-                   for j, parent in enumerate((a, b)) if slot.chosen[j] is None]
-        immigrants = [_random_slot(self, _IMMIGRANT_ROUNDS) for _ in missing]
-        _fill(self.screen, immigrants, taken, {})
-        for (k, j, parent), slot in zip(missing, immigrants):
-            slots[k].chosen[j] = ((slot.chosen[0][0], "immigrant") if slot.chosen[0] is not None
-                                  else (copy.deepcopy(parent), "reproduction"))
-        return [slot.chosen for slot in slots]
+        def cheap(ind, source):
+            return uses_both_terminals(ind) if source == 0 else _fits(self, ind)
+
+        places = []
+        for a, b, operation in pairs:
+            stream = _Stream(random.getrandbits(64), variation(a, b, operation))
+            for j, parent in enumerate((a, b)):
+                immigrants = _Stream(random.getrandbits(64), _random_option(self))
+                places.append(_Place([(stream, j, PAIR_TRIES, None), (immigrants, 0, IMMIGRANT_TRIES, "immigrant")],
+                                     cheap, lambda parent=parent: (copy.deepcopy(parent), "reproduction")))
+        chosen = _draw_places(self.screen, places, self.screen.parallelism)
+        return [chosen[k:k + 2] for k in range(0, len(chosen), 2)]
 
     # -------------------------------------------------------------- state
     def state(self) -> dict:

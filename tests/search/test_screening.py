@@ -137,11 +137,16 @@ def _proposals(strategy_cls, evaluator, generations=3, selection="tournament"):
     return out, s.state()
 
 
+class _Wide(_Shuffled):
+    parallelism = 64     # a wide cluster: more candidates screened per round, fewer rounds
+
+
 @pytest.mark.parametrize("strategy_cls", [GPStrategy, RandomStrategy])
 def test_proposals_do_not_depend_on_how_the_screening_is_shared(strategy_cls):
     reference = _proposals(strategy_cls, None)             # screened in this process
     assert _proposals(strategy_cls, LocalEvaluator({})) == reference
     assert _proposals(strategy_cls, _Shuffled({})) == reference
+    assert _proposals(strategy_cls, _Wide({})) == reference
     assert _proposals(strategy_cls, _Failing({})) == reference  # lost screening tasks change nothing
     gens, _ = reference
     for props in gens:
