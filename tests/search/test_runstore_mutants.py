@@ -44,8 +44,11 @@ def test_a_plain_postgresql_url_uses_the_installed_driver(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg2" else real(name, *a))
     if real("psycopg") is not None:  # only psycopg 3: its dialect, and the password is kept for connecting
         assert database_url(url) == "postgresql+psycopg://me:secret@db.example:5432/runs"
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "psycopg2" else None)
-    assert database_url(url) == url  # psycopg2 installed: SQLAlchemy's default for postgresql://
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("psycopg2", "psycopg")
+                        else None)
+    assert database_url(url) == url  # psycopg2 installed (psycopg too): SQLAlchemy's default for postgresql://
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert database_url(url) == url  # no driver at all: RunStore names the missing one
     assert database_url("postgresql+psycopg2://x@h/d") == "postgresql+psycopg2://x@h/d"
     assert database_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
     assert database_url("not a url") == "not a url"  # RunStore gives the error
@@ -65,7 +68,8 @@ def test_opening_a_missing_or_empty_run_local_store_names_the_file(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     path = run_dir / "runs.db"
-    with pytest.raises(StorageError, match=f"^run store {path} is missing or empty; restore it from a backup"):
+    with pytest.raises(StorageError, match=f"^run store {path} is missing or empty; restore it from a backup "
+                                           r"\(the run's results are in it\)$"):
         open_run_store(run_dir, "runs.db", None)
     path.write_bytes(b"")
     with pytest.raises(StorageError, match="is missing or empty"):
@@ -73,6 +77,11 @@ def test_opening_a_missing_or_empty_run_local_store_names_the_file(tmp_path):
     RunStore(sqlite_url(path)).close()
     s = open_run_store(run_dir, "runs.db", None)
     assert s.url == sqlite_url(path)
+    s.close()
+    other = run_dir / "sub" / "other.db"  # the store recorded for the run, not the default name
+    RunStore(sqlite_url(other)).close()
+    s = open_run_store(run_dir, "sub/other.db", None)
+    assert s.url == sqlite_url(other)
     s.close()
     configured = tmp_path / "shared" / "new.db"  # a configured store is created when missing
     s = open_run_store(run_dir, None, sqlite_url(configured))
@@ -94,13 +103,23 @@ def test_store_of_run_opens_the_runs_own_store(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.toml").write_text('tasks = ["digits"]\n')
-    (run_dir / "run.json").write_text(json.dumps({"run_id": "r-7", "store": "runs.db"}))
-    s = RunStore(sqlite_url(run_dir / "runs.db"))
+    (run_dir / "run.json").write_text(json.dumps({"run_id": "r-7", "store": "sub/mine.db"}))
+    s = RunStore(sqlite_url(run_dir / "sub" / "mine.db"))
     s.open_run("r-7", "n", {}, "d", "0")
     s.close()
     s, run_id = store_of_run(run_dir)
     try:
         assert run_id == "r-7" and s.run_row("r-7")["name"] == "n"
+    finally:
+        s.close()
+    shared = tmp_path / "shared.db"  # a store named in the config is the one opened
+    s = RunStore(sqlite_url(shared))
+    s.open_run("r-7", "in the shared store", {}, "d", "0")
+    s.close()
+    (run_dir / "config.toml").write_text(f'tasks = ["digits"]\nstore = "{sqlite_url(shared)}"\n')
+    s, _ = store_of_run(run_dir)
+    try:
+        assert s.run_row("r-7")["name"] == "in the shared store"
     finally:
         s.close()
 
