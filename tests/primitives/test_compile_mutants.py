@@ -52,6 +52,9 @@ def test_sympy_square_roots_lower_to_the_protected_root_and_its_reciprocal():
     torch.testing.assert_close(compile_sympy(P ** sympy.Rational(1, 2))(PV, YV), root, rtol=1e-15, atol=0)
     torch.testing.assert_close(compile_sympy(P ** sympy.Rational(-1, 2))(PV, YV), _div(torch.ones_like(PV), root),
                                rtol=1e-15, atol=0)
+    # x**(-1/2) is 1 / protected sqrt(x), bit for bit (x**-0.5 differs in the last bit now and then)
+    x = torch.rand(20_000, **D64) * 100
+    assert torch.equal(compile_sympy(P ** sympy.Rational(-1, 2))(x, x), 1 / torch.sqrt(x.abs().clamp(min=1e-12)))
     assert compile_sympy(1 / sqrt(P))(PV, YV)[0] == pytest.approx(1e6)
 
 
@@ -113,3 +116,19 @@ def test_compile_errors_name_the_symbol_or_node():
         _Lowering().lower(P * c1)
     with pytest.raises(CompileError, match=r"^exponent c0 \+ c1 is not a number \(unbound c0, c1\)$"):
         _Lowering().lower_pow(P, c1 + c0)
+
+
+def test_a_program_keeps_the_source_it_was_given_and_otherwise_prints_the_expression():
+    assert compile_sympy(P + Y, source="my loss").source == "my loss"
+    assert compile_sympy(P + Y).source == "p + y"
+    assert compile_sympy(P + Y, source="").source == ""
+
+
+def test_many_constants_and_repeated_constant_subtrees_compile_to_their_values():
+    p = torch.linspace(0.5, 2.0, 4, **D64)
+    many = sympy.Add(*[log(P + i) for i in range(1, 100)])  # 99 distinct constants
+    want = sum(torch.log(p + i) for i in range(1, 100))
+    torch.testing.assert_close(compile_sympy(many)(p, p), want, rtol=1e-13, atol=0)
+    twice = log(sympy.Integer(2)) * P + log(sympy.Integer(2)) * Y  # log(2) folded once, used twice
+    torch.testing.assert_close(compile_sympy(twice)(p, 2 * p), 3 * p * torch.log(torch.tensor(2.0, **D64)),
+                               rtol=1e-15, atol=0)
