@@ -181,7 +181,7 @@ def test_the_cross_check_is_in_float64_with_a_relative_and_an_absolute_tolerance
                          torch=lambda a: torch.sin(a * torch.pi), complexity=2))
 
 
-def test_a_row_built_from_sympy_max_is_cross_checked_on_real_symbols(registered):
+def test_a_two_argument_row_built_from_sympy_max_registers_with_its_torch_call(registered):
     row = registered(Primitive(name="max2", arity=2, sympy=sympy.Max, torch=torch.maximum, complexity=2))
     assert row.export == "torch.maximum({0}, {1})"
 
