@@ -13,9 +13,11 @@ to local, and where the wall time went:
 * in-job overhead: worker job time minus training (parsing, compiling, data setup),
 * waiting on the evaluator: time the driver spent blocked in ``evaluator.map``
   (for Ray: training on the workers, transport and scheduling, idle workers),
-* strategy (ask/tell, tree -> canonical Expr, screening), filters (dedup,
-  fingerprints, rejection checks), run store (SQLite reads and writes),
-  checkpoint and result files, and the rest of the driver.
+* screening: the driver waiting for the screening of proposals (tree ->
+  canonical Expr, rejection filters, fingerprints: on the Ray workers, or in
+  this process for local), strategy (ask/tell without the screening), filters
+  (dedup; verdicts the screening computed are reused), run store (SQLite reads
+  and writes), checkpoint and result files, and the rest of the driver.
 
 "Outside training" is 1 - training / (wall x workers): the share of the
 worker time available to the run that did not go into training.  The hall of
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ from lossforge.search import engine as engine_module
 from lossforge.search.evaluators import LocalEvaluator, RayEvaluator
 from lossforge.search.filters import CandidateFilter
 from lossforge.search.runstore import RunStore
+from lossforge.search.screening import Screener
 from lossforge.tasks import get as get_task
 
 
@@ -46,6 +50,7 @@ class TimedEvaluator:
         self.inner = inner
         self.parallelism = inner.parallelism
         self.waiting = 0.0
+        self.screening = 0.0      # blocked on screening tasks (search.screening)
         self.job_time = 0.0
         self.jobs = 0
 
@@ -62,6 +67,13 @@ class TimedEvaluator:
             self.job_time += report.wall_time
             self.jobs += 1
             yield report
+
+    def screen(self, spec, batch):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.screen(spec, batch)
+        finally:
+            self.screening += time.perf_counter() - t0
 
     def close(self):
         pass  # the benchmark owns the inner evaluator
@@ -100,6 +112,7 @@ def timed(targets: dict[str, list[tuple[object, str]]], totals: dict[str, float]
 def instrumented_targets(strategy_cls) -> dict:
     return {
         "strategy": [(strategy_cls, "ask"), (strategy_cls, "tell")],
+        "screening": [(Screener, "screen")],
         "filters": [(CandidateFilter, "check")],
         "run store": [(RunStore, n) for n in ("record_evaluations", "cached_evaluations", "record_generation",
                                               "open_run", "set_status", "count_evaluations", "generations")],
@@ -124,7 +137,8 @@ def measure(config: SearchConfig, inner, run_dir: Path) -> dict:
     train = sum(r["train_time"] or 0.0 for r in rows)
     return {
         "wall": wall, "evaluations": result.evaluations, "train": train, "job": ev.job_time,
-        "waiting": ev.waiting, "jobs": ev.jobs, "parallelism": ev.parallelism, "parts": totals,
+        "waiting": ev.waiting, "screening": ev.screening, "jobs": ev.jobs, "parallelism": ev.parallelism,
+        "parts": totals,
         "hof": [(e.canonical, e.fitness) for e in result.hall_of_fame],
     }
 
@@ -193,8 +207,8 @@ def main() -> None:
     print(f"\nhall of fame identical across modes: {'yes' if identical else 'NO'}")
 
     print("\nwhere the wall time went (seconds, share of wall):")
-    labels = ["training (trainer)", "in-job overhead", "waiting on evaluator", "strategy", "filters", "run store",
-              "checkpoint+files", "rest of driver"]
+    labels = ["training (trainer)", "in-job overhead", "waiting on evaluator", "screening", "strategy", "filters",
+              "run store", "checkpoint+files", "rest of driver"]
     print(f"{'':22s}" + "".join(f"{name:>16s}" for name in summary))
     rows = {}
     for name, m in summary.items():
@@ -204,7 +218,8 @@ def main() -> None:
             "training (trainer)": m["train"] / m["parallelism"],
             "in-job overhead": (m["job"] - m["train"]) / m["parallelism"],
             "waiting on evaluator": m["waiting"],
-            "strategy": p.get("strategy", 0.0),
+            "screening": m["screening"],
+            "strategy": p.get("strategy", 0.0) - m["screening"],
             "filters": p.get("filters", 0.0),
             "run store": p.get("run store", 0.0),
             "checkpoint+files": p.get("checkpoint+files", 0.0),
@@ -214,11 +229,20 @@ def main() -> None:
         cells = "".join(f"{rows[n][label]:8.2f} ({rows[n][label] / summary[n]['wall']:4.0%})" for n in summary)
         print(f"{label:22s}{cells}")
     print("(training and in-job overhead are per worker: summed over jobs / workers; they happen inside "
-          "'waiting on evaluator'.)")
+          "'waiting on evaluator'. screening: the driver waiting for the screening of proposals, on the workers "
+          "for Ray, in this process for local; strategy: ask/tell without it.)")
     for name, m in summary.items():
         busy = m["job"] / (m["waiting"] * m["parallelism"]) if m["waiting"] else float("nan")
         print(f"{name}: {m['jobs']} jobs, mean job {m['job'] / max(m['jobs'], 1):.3f} s, workers busy "
               f"{busy:.0%} of the time the driver waited")
+    if "ray x1" in summary and "ray x2" in summary:
+        x1, x2 = summary["ray x1"], summary["ray x2"]
+        speed = (x2["evaluations"] / x2["wall"]) / (x1["evaluations"] / x1["wall"])
+        print(f"\nray x2 / ray x1: {speed:.2f}x (target 1.8x; the limit is 2x)")
+        overhead = (x1["waiting"] - x1["job"]) / x1["job"] if x1["job"] else float("nan")
+        print(f"Ray overhead with 1 worker: the driver waited {overhead:.1%} longer for its jobs than they ran "
+              "on the worker (transport, scheduling, result handling; target < 3 %)")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

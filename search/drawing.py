@@ -130,11 +130,12 @@ class _Stream:
         self.items: list = []
 
     def get(self, k: int):
-        while len(self.items) <= k:
+        if len(self.items) <= k:
             outer = random.getstate()
             random.setstate(self.state)
             try:
-                self.items.append(self.draw())
+                while len(self.items) <= k:
+                    self.items.append(self.draw())
             finally:
                 self.state = random.getstate()
                 random.setstate(outer)

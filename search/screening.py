@@ -156,6 +156,8 @@ class Screener:
         self.pset = make_pset(config.primitives, config.constant_range)
         self._remote: Callable | None = getattr(evaluator, "screen", None)
         self.parallelism = int(getattr(evaluator, "parallelism", 1) or 1) if self._remote is not None else 1
+        # bounded (driver memory must not grow with generations), but holding a generation's draws
+        self._size = max(_CACHE, 16 * int(config.population))
         self._cache: OrderedDict[tuple, tuple[Screened, ScreenedExpr | None]] = OrderedDict()
         self.screened = 0        # trees screened (cache misses), for benchmarks
         self.remote_batches = 0
@@ -175,12 +177,13 @@ class Screener:
         if result.text is not None:
             self.filter.learn(result.canonical, None if result.reject is None else Verdict(*result.reject),
                               result.fingerprint)
-        while len(self._cache) > _CACHE:
+        while len(self._cache) > self._size:
             self._cache.popitem(last=False)
 
     def screen(self, trees: Sequence, remote: bool = True) -> list[Screened]:
         keys = [tuple(serialise(t)) for t in trees]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        known = {k: hit[0] for k in keys if (hit := self._get(k)) is not None}
+        missing = list(dict.fromkeys(k for k in keys if k not in known))
         if missing:
             results = None
             if remote and self._remote is not None and len(missing) > 1:
@@ -196,7 +199,8 @@ class Screener:
             self.screened += len(missing)
             for k, r in zip(missing, results):
                 self._put(k, r)
-        return [self._get(k)[0] for k in keys]
+                known[k] = r
+        return [known[k] for k in keys]
 
     def expr(self, tree) -> Expr | None:
         key = tuple(serialise(tree))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import operator
 import random
 import warnings
 from typing import Sequence
@@ -24,8 +23,8 @@ from .drawing import (_CLONE_FITNESS, IMMIGRANT_TRIES, PAIR_TRIES, _draw_places,
                       _Screen, _Stream, _random_trees, uses_both_terminals)
 from .drawing import _random_tree  # noqa: F401  (aging evolution's sequential draws)
 from .strategy import Cases, Proposal, Strategy
-from .trees import (Individual, NotRepresentable, deserialise, is_constant, make_constant, make_pset, serialise,
-                    sympy_to_tree, tree_to_expr)
+from .trees import (Fitness, Individual, NotRepresentable, deserialise, is_constant, make_constant, make_pset,
+                    serialise, sympy_to_tree, tree_to_expr)
 
 
 def _json_state(state) -> list:
@@ -48,6 +47,38 @@ def _rng(strategy):
     finally:
         strategy._rng_state = random.getstate()
         random.setstate(outer)
+
+
+def _copy(ind) -> Individual:
+    """A tree to vary: its nodes (shared, never changed in place) in a new list, with a
+    fresh fitness and none of the parent's other attributes.  ``copy.deepcopy`` of a
+    DEAP individual costs several times more (fitness objects, lexicase cases) and the
+    driver makes several per child."""
+    new = Individual.__new__(Individual)
+    list.__init__(new, ind)
+    fitness = Fitness.__new__(Fitness)
+    fitness.wvalues = ()
+    new.fitness = fitness
+    return new
+
+
+def _limited(max_height: int, max_size: int):
+    """DEAP's ``staticLimit`` for height then size, as one decorator with cheap copies:
+    a result over a limit is replaced by a random copy of one of the inputs (the same
+    draws as ``staticLimit(size)(staticLimit(height)(op))``)."""
+    def decorator(func):
+        def wrapper(*args):
+            keep = [_copy(ind) for ind in args]
+            out = list(func(*args))
+            for i, ind in enumerate(out):
+                if ind.height > max_height:
+                    out[i] = random.choice(keep)
+            for i, ind in enumerate(out):
+                if len(ind) > max_size:
+                    out[i] = random.choice(keep)
+            return out
+        return wrapper
+    return decorator
 
 
 def _adopt(strategy, ind, expr: Expr) -> bool:
@@ -122,15 +153,14 @@ class GPStrategy(Strategy):
         self.seed_notes: list[str] = []
         self.screen = _Screen()
 
-        limit_h = gp.staticLimit(key=operator.attrgetter("height"), max_value=config.max_height)
-        limit_s = gp.staticLimit(key=len, max_value=config.max_size)
-        self._crossover = limit_s(limit_h(gp.cxOnePoint))
+        limit = _limited(config.max_height, config.max_size)
+        self._crossover = limit(gp.cxOnePoint)
         self._mutations = {
-            "subtree": limit_s(limit_h(lambda ind: gp.mutUniform(ind, self._subtree, self.pset))),
-            "point": limit_s(limit_h(lambda ind: gp.mutNodeReplacement(ind, self.pset))),
-            "shrink": limit_s(limit_h(gp.mutShrink)),
-            "hoist": limit_s(limit_h(self._hoist)),
-            "constant": limit_s(limit_h(self._perturb_constant)),
+            "subtree": limit(lambda ind: gp.mutUniform(ind, self._subtree, self.pset)),
+            "point": limit(lambda ind: gp.mutNodeReplacement(ind, self.pset)),
+            "shrink": limit(gp.mutShrink),
+            "hoist": limit(self._hoist),
+            "constant": limit(self._perturb_constant),
         }
 
     # -------------------------------------------------------------- operators
@@ -246,7 +276,7 @@ class GPStrategy(Strategy):
             chosen = [pop[i] for i in select([getattr(i, "cases", None) for i in pop], k)]
         else:
             chosen = tools.selTournament(pop, k, c.tournament_size)
-        return [copy.deepcopy(i) for i in chosen]
+        return [_copy(i) for i in chosen]
 
     def _vary(self) -> tuple[list[Individual], list[str]]:
         c = self.config
@@ -257,7 +287,7 @@ class GPStrategy(Strategy):
         parents = self._select_parents(n_children + (n_children % 2))
         pairs = []     # (a, b, operation or None for reproduction)
         for i in range(0, len(parents), 2):
-            a, b = parents[i], parents[i + 1] if i + 1 < len(parents) else copy.deepcopy(parents[0])
+            a, b = parents[i], parents[i + 1] if i + 1 < len(parents) else _copy(parents[0])
             r = random.random()
             if r < c.crossover_prob:
                 pairs.append((a, b, lambda x, y: [(z, "crossover") for z in self._crossover(x, y)]))
@@ -291,7 +321,7 @@ class GPStrategy(Strategy):
         immigrant draws from its own seeded stream, so all are screened at once, in
         rounds, on the workers (:func:`~lossforge.search.drawing._draw_places`)."""
         def variation(a, b, operation):
-            return lambda: operation(copy.deepcopy(a), copy.deepcopy(b))
+            return lambda: operation(_copy(a), _copy(b))
 
         def cheap(ind, source):
             return uses_both_terminals(ind) if source == 0 else _fits(self, ind)
@@ -302,7 +332,7 @@ class GPStrategy(Strategy):
             for j, parent in enumerate((a, b)):
                 immigrants = _Stream(random.getrandbits(64), _random_option(self))
                 places.append(_Place([(stream, j, PAIR_TRIES, None), (immigrants, 0, IMMIGRANT_TRIES, "immigrant")],
-                                     cheap, lambda parent=parent: (copy.deepcopy(parent), "reproduction")))
+                                     cheap, lambda parent=parent: (_copy(parent), "reproduction")))
         chosen = _draw_places(self.screen, places, self.screen.parallelism)
         return [chosen[k:k + 2] for k in range(0, len(chosen), 2)]
 

@@ -195,3 +195,13 @@ def test_ray_workers_screen_as_the_driver_does():
     finally:
         if started:
             ray.shutdown()
+
+
+def test_a_batch_larger_than_the_cache_still_gets_every_result():
+    config = _config()
+    screener = Screener(CandidateFilter({"multiclass"}), config)
+    screener._size = 4   # hits of this batch are evicted by its own misses
+    trees = _trees(20, seed=6)
+    screener.screen(trees[:3])
+    got = screener.screen(trees[:3] + trees[3:])
+    assert got == screen_tokens(screener.spec, [serialise(t) for t in trees])
