@@ -22,10 +22,16 @@ C0 = ALL_SYMBOLS["c0"]
     ("p/y", 4), ("-p/y", 5), ("2*p/y", 6), ("1/p", 4), ("2/p", 4), ("p/(y*log(p))", 8),
     ("p**2", 2), ("p**3", 3), ("sqrt(p)", 3), ("p**1.5", 5), ("p**-2", 5), ("p**-0.5", 6),
     ("log(p)", 3), ("max(p, y)", 4), ("max(p, y, 1)", 7), ("-y*log(p)", 6), ("c0*p", 3),
+    ("1/(p*y)", 6), ("p**0.25", 5),
 ])
 def test_complexity_is_the_sum_of_operator_costs_and_leaves(text, cost):
     assert complexity(parse(text).sympy) == cost
     assert parse(text).complexity == cost
+
+
+def test_a_sympy_square_root_costs_what_the_grammars_sqrt_costs():
+    assert complexity(P ** sympy.Rational(1, 2)) == complexity(sqrt(P)) == 3
+    assert complexity(Y * P ** sympy.Rational(1, 2)) == 5
 
 
 # ----------------------------------------------------------------------------- validate
@@ -57,6 +63,13 @@ def test_validate_names_what_is_not_in_the_grammar(expr, message):
                                   Max(P, Y, 1), log(sympy.Abs(P)) ** 2 / (1 + Y), C0 * P])
 def test_validate_accepts_the_grammar(expr):
     validate(expr)
+
+
+def test_validate_accepts_exactly_up_to_the_node_limit():
+    terms = [log(P + i) for i in range(1, 150)]  # 149 terms of 4 nodes, the root: 597
+    validate(sympy.Add(*terms, P * Y))  # 600 nodes
+    with pytest.raises(GrammarError, match="more than 600 nodes"):
+        validate(sympy.Add(*terms, P * Y, Y))  # 601
 
 
 def test_validate_counts_every_node_of_the_tree():
@@ -100,6 +113,15 @@ def test_expansion_is_bounded_by_the_estimated_number_of_terms():
     # (a + b + c)**k estimates C(k + 2, k) terms: k = 6 gives 28 (expanded); times 2 more is 56
     assert canonical_form(_sum(A6[:3]) ** 6).is_Add
     assert canonical_form(_sum(A6[:3]) ** 6 * (P + 2)).is_Mul
+    # a sum is bounded by the sum of its terms' estimates: 48 + 4 terms is left alone
+    two = _sum(A6) * _sum(B8) + (P + Y) * (log(P) + sympy.exp(Y))
+    assert canonical_form(two) == two
+    # a power of a sum: C(11, 6) = 462 terms, left alone
+    assert canonical_form(_sum(A6) ** 6).is_Pow
+    # an estimate of exactly 48 whose factor holds a large product inside a function: left alone
+    inner = log(_sum(A6) * _sum(B8 + [sympy.exp(Y)]))
+    outer = _sum(A6) * _sum(B8[:-1] + [inner])
+    assert canonical_form(outer) == outer
     # a large expansion deep inside a tree keeps that subtree unexpanded, even under a small root
     deep = log(_sum(A6) * _sum(B8 + [sympy.exp(Y)])) + Y
     assert canonical_form(deep) == deep
@@ -117,3 +139,4 @@ def test_split_product_reads_negative_powers_as_the_denominator():
     assert split_product(3 * P * Y) == (3, [P, Y], [])
     assert split_product(2 / sqrt(P)) == (2, [], [sqrt(P)])
     assert split_product(P**C0 * Y) == (1, [Y, P**C0], [])  # a symbolic exponent is not a denominator
+    assert split_product(P ** sympy.Rational(1, 3) * Y) == (1, [Y, P ** sympy.Rational(1, 3)], [])
