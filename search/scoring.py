@@ -4,8 +4,9 @@ filters -> run-store cache -> short budget for every new candidate ->
 promote the best fraction -> full budget -> per-task metrics -> fitness.
 
 Jobs are chunks of at most ``chunk_size`` candidates per (task, seed,
-budget), formed in proposal order from the candidates this generation is the
-first to evaluate, so the chunks -- and hence the results -- do not depend on
+budget), as few as that allows and of equal sizes (within one), formed in
+proposal order from the candidates this generation is the first to
+evaluate, so the chunks -- and hence the results -- do not depend on
 the number of workers or on whether the generation was interrupted and
 resumed.  Every job's results are written to the store as soon as they
 arrive; a chunk whose results are all recorded is never run again.
@@ -110,10 +111,13 @@ class Scorer:
                           cached[(c, task_name, s, steps, split)]["generation"] < generation for s in self.seeds)
                or generation < 0]
         jobs: list[Job] = []
-        size = self.config.chunk_size
+        # as few chunks as chunk_size allows, of equal sizes (within one): no short last job
+        # leaves a worker idle while the others train full ones
+        n_chunks = -(-len(new) // self.config.chunk_size)
+        bounds = [j * len(new) // n_chunks for j in range(n_chunks + 1)] if n_chunks else [0]
         for seed in self.seeds:
-            for i in range(0, len(new), size):
-                chunk = new[i:i + size]
+            for lo, hi in zip(bounds, bounds[1:]):
+                chunk = new[lo:hi]
                 if all((c, task_name, seed, steps, split) in cached for c, _ in chunk):
                     continue
                 jobs.append(Job(task_name, seed, steps, split, tuple(t for _, t in chunk), index=len(jobs)))
