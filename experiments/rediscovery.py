@@ -125,7 +125,7 @@ def trace(run_dir: Path, task, threshold: float, population: int) -> dict:
     finally:
         store.close()
     trained: set[str] = set()
-    found_at, found_expr = None, None
+    found_at, found_expr, found_canonical = None, None, None
     best_error, best_expr = float("inf"), ""
     gen0_hits = 0
     for r in rows:
@@ -138,11 +138,10 @@ def trace(run_dir: Path, task, threshold: float, population: int) -> dict:
         if err < best_error:
             best_error, best_expr = err, r["expr"]
         if found_at is None and err <= threshold:
-            found_at, found_expr = len(trained), r["expr"]
+            found_at, found_expr, found_canonical = len(trained), r["expr"], r["canonical"]
     # Compute in full-training equivalents (a training of s steps counts s / full steps; the baselines'
     # trainings are left out), in total and until the found candidate's last full-budget training.
     full = max((e["steps"] for e in evals), default=1)
-    found_canonical = next((r["canonical"] for r in rows if r["expr"] == found_expr), None) if found_at else None
     cost, cost_at_find = 0.0, None
     for e in evals:
         if e["canonical"].startswith("loss:"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from lossforge.primitives.version import lossforge_version
 
@@ -51,23 +50,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _aggregate_of(run_dir) -> str:
-    """The run's fitness aggregate, read from its config.toml as data (no task is imported)."""
-    import tomllib
-
-    try:
-        return str(tomllib.loads((Path(run_dir) / "config.toml").read_text(encoding="utf-8")).get("aggregate", "mean"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return "mean"
-
-
 def _print_result(result) -> None:
     from lossforge.search.fitness import fitness_name
 
     print(f"run {result.run_id}: {result.evaluations} evaluations in {result.wall_time:.0f} s -> {result.run_dir}")
     base = ", ".join(f"{k} {v:.4f}" for k, v in result.baselines.items())
     print(f"baselines: {base}")
-    print(f"hall of fame (fitness = {fitness_name(_aggregate_of(result.run_dir))}; > 0 beats it):")
+    print(f"hall of fame (fitness = {fitness_name(result.aggregate)}; > 0 beats it):")
     for i, e in enumerate(result.hall_of_fame[:10], 1):
         scores = "  ".join(f"{t}={v:.4f}" if v is not None else f"{t}=failed" for t, v in e.scores.items())
         print(f"{i:3d}. {e.fitness:+.4f}  c={e.complexity:<3d} {e.expr}    [{scores}]")

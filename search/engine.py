@@ -54,6 +54,7 @@ class SearchResult:
     evaluations: int = 0
     wall_time: float = 0.0
     saved: list[str] = field(default_factory=list)
+    aggregate: str = "mean"   # how the fitness combines the tasks (search.fitness.fitness_name)
 
     @property
     def best(self) -> Entry | None:
@@ -314,7 +315,7 @@ def _loop(config, run_dir, meta, store, tasks, evaluator, quiet, progress, t_sta
     return SearchResult(run_dir=run_dir, run_id=meta["run_id"], hall_of_fame=list(hof.entries), pareto=list(hof.front),
                         baselines=baselines, generations=store.generations(meta["run_id"]),
                         evaluations=store.count_evaluations(meta["run_id"]),
-                        wall_time=time.perf_counter() - t_start, saved=saved)
+                        wall_time=time.perf_counter() - t_start, saved=saved, aggregate=config.aggregate)
 
 
 def _write_results(run_dir: Path, hof: HallOfFame, tasks: list[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 import optuna
 import sympy
@@ -130,8 +131,7 @@ def tune_in_loop(*, config, scorer, strategy, proposals: list[Proposal], generat
     import numpy as np
     from cmaes import CMA
 
-    c = config
-    state = []  # per tunable proposal: [index, template, names, start values, best values, best fitness, cma]
+    state: list[_Tuning] = []
     for i, prop in enumerate(proposals):
         if prop.expr is None or prop.tree is None:
             continue
@@ -141,38 +141,54 @@ def tune_in_loop(*, config, scorer, strategy, proposals: list[Proposal], generat
             cma_seed = int(np.random.SeedSequence([seed, generation, i]).generate_state(1)[0])
             bounds = np.tile([-_U_MAX, _U_MAX], (len(names), 1))
             cma = CMA(mean=np.zeros(len(names)), sigma=0.5, bounds=bounds, seed=cma_seed,
-                      population_size=c.constant_variants)
-            state.append([i, template, names, values, values, None, cma])
+                      population_size=config.constant_variants)
+            state.append(_Tuning(i, template, names, values, cma, best=values))
     if not state:
         return proposals
-    first = _short_fitness(scorer, [s[1].bind(s[3]) for s in state], generation)
-    for s, fit in zip(state, first):
-        s[5] = fit
-    for _ in range(c.constant_rounds):
+    for t, fit in zip(state, _short_fitness(scorer, [t.template.bind(t.start) for t in state], generation)):
+        t.best_fitness = fit
+    for _ in range(config.constant_rounds):
         variants, owner = [], []
-        for k, (_, template, names, start, _, _, cma) in enumerate(state):
-            for _ in range(cma.population_size):
-                u = cma.ask()
-                new = {n: float(f"{start[n] * 2.0 ** z:.4g}") if start[n] else float(f"{z:.4g}")
-                       for n, z in zip(names, u)}
+        for t in state:
+            for _ in range(t.cma.population_size):
+                u = t.cma.ask()
+                new = t.decode(u)
                 try:
-                    variants.append(template.bind(new))
+                    variants.append(t.template.bind(new))
                 except GrammarError:
                     variants.append(None)   # scored -inf: the filters would reject it too
-                owner.append((k, u, new))
+                owner.append((t, u, new))
         told: dict[int, list] = {}
-        for (k, u, new), fit in zip(owner, _short_fitness(scorer, variants, generation)):
-            told.setdefault(k, []).append((u, -fit if math.isfinite(fit) else _PENALTY))
-            if fit > state[k][5]:
-                state[k][4], state[k][5] = new, fit
-        for k, solutions in told.items():
-            state[k][6].tell(solutions)   # CMA-ES minimises: the negated short-budget fitness
+        for (t, u, new), fit in zip(owner, _short_fitness(scorer, variants, generation)):
+            told.setdefault(id(t), []).append((u, -fit if math.isfinite(fit) else _PENALTY))
+            if fit > t.best_fitness:
+                t.best, t.best_fitness = new, fit
+        for t in state:
+            t.cma.tell(told[id(t)])   # CMA-ES minimises: the negated short-budget fitness
     out = list(proposals)
-    for i, template, _, _, best, _, _ in state:
-        tuned = template.bind(best)
-        if tuned != proposals[i].expr and strategy.adopt(i, tuned):
-            out[i] = Proposal(proposals[i].tree, tuned, proposals[i].origin + "+constants")
+    for t in state:
+        tuned = t.template.bind(t.best)
+        if tuned != proposals[t.index].expr and strategy.adopt(t.index, tuned):
+            out[t.index] = Proposal(proposals[t.index].tree, tuned, proposals[t.index].origin + "+constants")
     return out
+
+
+@dataclass
+class _Tuning:
+    """One proposal's constant tuning: its template, the constants' start values, its CMA-ES, the best so far."""
+
+    index: int
+    template: Expr
+    names: list[str]
+    start: dict[str, float]
+    cma: object
+    best: dict[str, float]
+    best_fitness: float = -math.inf
+
+    def decode(self, u) -> dict[str, float]:
+        """A CMA-ES point as constants: c * 2**u (sign kept), or u itself for a constant that starts at 0."""
+        return {n: float(f"{self.start[n] * 2.0 ** z:.4g}") if self.start[n] else float(f"{z:.4g}")
+                for n, z in zip(self.names, u)}
 
 
 _U_MAX = 8.0        # a constant moves by at most a factor 2**8 either way within one tuning

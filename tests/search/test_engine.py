@@ -211,13 +211,15 @@ def test_cli_search_and_resume_of_a_finished_run(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_the_cli_names_the_runs_fitness_aggregate(tmp_path):
-    from lossforge.search.cli import _aggregate_of
-    from lossforge.search.fitness import fitness_name
+def test_the_cli_names_the_runs_fitness_aggregate(tmp_path, capsys):
+    from lossforge.search.cli import main
 
-    (tmp_path / "config.toml").write_text(SearchConfig(aggregate="min", evaluator="local").to_toml())
-    assert fitness_name(_aggregate_of(tmp_path)) == "worst task's log error ratio vs the baseline"
-    assert _aggregate_of(tmp_path / "missing") == "mean"
+    cfg = tmp_path / "min.toml"
+    cfg.write_text('[search]\nname = "cli-min"\ntasks = ["digits"]\ngenerations = 1\npopulation = 4\n\n'
+                   '[evaluation]\nsteps = 30\nchunk_size = 4\n\n[fitness]\naggregate = "min"\n\n'
+                   '[confirmation]\nconfirm_top = 0\n')
+    assert main(["search", str(cfg), "--local", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "hall of fame (fitness = worst task's log error ratio vs the baseline" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
