@@ -32,6 +32,7 @@ under that load (the load average is printed).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import os
 import socket
@@ -170,7 +171,8 @@ def quickstart_job_seconds(chunk_size: int) -> float:
     return elapsed
 
 
-def measure(workers: int, seconds: float, generations: int, chunk_size: int, tmp: Path) -> dict:
+def measure(workers: int, seconds: float, generations: int, chunk_size: int, tmp: Path,
+            profile: Path | None = None) -> dict:
     from lossforge.search.strategies import GPStrategy
 
     population = workers * chunk_size
@@ -195,9 +197,15 @@ def measure(workers: int, seconds: float, generations: int, chunk_size: int, tmp
     RunStore.record_evaluations = counting
     totals: dict[str, float] = {}
     try:
+        profiler = cProfile.Profile() if profile else None
         with timed(instrumented_targets(GPStrategy), totals):
             cpu0, t0 = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
             result = run(config, tmp / f"w{workers}", quiet=True, progress=False, evaluator=evaluator)
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(str(profile.with_suffix(f".w{workers}.prof")))
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         RunStore.record_evaluations = real_record
@@ -220,6 +228,8 @@ def main() -> None:
                     help="stand-in job duration (default: measure one quickstart-sized job here)")
     ap.add_argument("--generations", type=int, default=3)
     ap.add_argument("--chunk-size", type=int, default=16, help="candidates per job (the config default: 16)")
+    ap.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                    help="profile the driver during the measured (stand-in) search of each W: FILE.wW.prof")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
 
@@ -241,7 +251,7 @@ def main() -> None:
             ray.init(num_cpus=w, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
             ray_start = time.perf_counter() - t0
             try:
-                m = measure(w, seconds, args.generations, args.chunk_size, Path(tmp))
+                m = measure(w, seconds, args.generations, args.chunk_size, Path(tmp), args.profile)
             finally:
                 ray.shutdown()
             m["ray_start"] = ray_start

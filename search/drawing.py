@@ -153,6 +153,23 @@ class _Place:
         self.total = sum(n for _, _, n, _ in sources)
         self.cheap = cheap
         self.fallback = fallback
+        # The candidates that pass the cheap checks, in order, found lazily: a round of
+        # _draw_places looks at them again without redoing the checks (tree heights, the
+        # p-and-y scan) on the candidates before them.
+        self._passing: list[tuple] = []   # (tree, origin)
+        self._checked = 0                 # candidates looked at so far
+        # Leading entries of _passing that can never be picked (invalid, not viable or proposed
+        # in an earlier generation): a later round starts after them.
+        self.skip = 0
+
+    def passing(self, m: int):
+        """The ``m``-th candidate that passes the cheap checks as (tree, origin), or None."""
+        while len(self._passing) <= m and self._checked < self.total:
+            tree, origin, si = self.candidate(self._checked)
+            self._checked += 1
+            if self.cheap(tree, si):
+                self._passing.append((tree, origin))
+        return self._passing[m] if m < len(self._passing) else None
 
     def candidate(self, k: int):
         for si, (stream, j, n, origin) in enumerate(self.sources):
@@ -181,18 +198,20 @@ def _draw_places(screen: _Screen, places: list[_Place], parallelism: int = 1) ->
         wanted: list = []   # (place index, first candidate index not screened)
         for i, place in enumerate(places):
             pick = None
-            for k in range(place.total):
-                tree, origin, si = place.candidate(k)
-                if not place.cheap(tree, si):
-                    continue
-                if id(tree) not in results:
-                    wanted.append((i, k))
+            m = place.skip
+            while (option := place.passing(m)) is not None:
+                tree, origin = option
+                res = results.get(id(tree))
+                if res is None:
+                    wanted.append((i, m))
                     break
-                res = results[id(tree)]
                 if screen.passes(res, taken):
                     pick = (tree, origin)
                     taken.add(res.canonical)
                     break
+                if m == place.skip and not screen.passes(res):
+                    place.skip += 1   # fails whatever the other places take
+                m += 1
             else:
                 pick = place.fallback()
             chosen.append(pick)
@@ -200,14 +219,13 @@ def _draw_places(screen: _Screen, places: list[_Place], parallelism: int = 1) ->
             return chosen
         quota = max(2 ** rnd, -(-8 * parallelism // len(wanted)))
         batch = []
-        for i, k in wanted:
+        for i, m in wanted:
             place, got = places[i], 0
-            while k < place.total and got < quota:
-                tree, _, si = place.candidate(k)
-                if place.cheap(tree, si) and id(tree) not in results:
-                    batch.append(tree)
+            while got < quota and (option := place.passing(m)) is not None:
+                if id(option[0]) not in results:
+                    batch.append(option[0])
                     got += 1
-                k += 1
+                m += 1
         for tree, res in zip(batch, screen.many(batch)):
             results[id(tree)] = res
         rnd += 1

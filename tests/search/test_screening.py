@@ -12,6 +12,7 @@ from lossforge.search import SearchConfig
 from lossforge.search.evaluators import LocalEvaluator
 from lossforge.search.filters import CandidateFilter
 from lossforge.search.screening import Screened, ScreenedExpr, Screener, ScreenSpec, screen_expr, screen_tokens
+from lossforge.search.drawing import _draw_places, _Place, _Screen, _Stream
 from lossforge.search.strategies import GPStrategy, RandomStrategy
 from lossforge.search.trees import serialise, tree_to_expr
 
@@ -205,3 +206,75 @@ def test_a_batch_larger_than_the_cache_still_gets_every_result():
     screener.screen(trees[:3])
     got = screener.screen(trees[:3] + trees[3:])
     assert got == screen_tokens(screener.spec, [serialise(t) for t in trees])
+
+
+
+class _Tree:
+    def __init__(self, canonical: str, cheap_ok: bool, viable: bool):
+        self.canonical, self.cheap_ok, self.viable = canonical, cheap_ok, viable
+
+
+class _FakeScreen:
+    """The screen's contract for _draw_places: ``many`` screens a batch, ``passes`` as _Screen's."""
+
+    def __init__(self, seen):
+        self.seen, self.viable, self.screened = set(seen), True, []
+
+    def many(self, trees):
+        self.screened += [id(t) for t in trees]
+        return [Screened(t.canonical, t.canonical, 1, None if t.viable else ("rejected", "")) for t in trees]
+
+    passes = _Screen.passes
+
+
+def _sequential(places, seen):
+    """The definition: each place takes its first candidate that passes the cheap checks, is viable
+    and is new against earlier generations and the places before it; else its fallback."""
+    taken, out = set(), []
+    for place in places:
+        for k in range(place.total):
+            tree, origin, _ = place.candidate(k)
+            if tree.cheap_ok and tree.viable and tree.canonical not in seen and tree.canonical not in taken:
+                taken.add(tree.canonical)
+                out.append((tree, origin))
+                break
+        else:
+            out.append(place.fallback())
+    return out
+
+
+def _fake_places(rng, cheap):
+    places = []
+    for i in range(rng.randint(1, 12)):
+        options = [(_Tree(f"c{rng.randrange(8)}", rng.random() < 0.7, rng.random() < 0.6), f"o{i}.{k}")
+                   for k in range(rng.randint(0, 9))]
+        it = iter(options)
+        stream = _Stream(rng.getrandbits(32), lambda it=it: [next(it)])
+        fallback = _Tree(f"fallback{i}", True, True)
+        places.append(_Place([(stream, 0, len(options), None)], cheap, lambda f=fallback: (f, "fallback")))
+    return places
+
+
+@pytest.mark.parametrize("parallelism", [1, 3, 64])
+def test_drawing_in_rounds_equals_the_sequential_definition_and_checks_each_candidate_once(parallelism):
+    """Rounds of batched screening give what the sequential definition gives -- also where a place
+    gives up a form that a later place then takes -- and look at each candidate's cheap checks
+    (tree height and size, p and y) once and screen each tree once, however many rounds it takes."""
+    rng = random.Random(parallelism)
+    seen = {"c0", "c1"}
+    for _ in range(40):
+        checks: dict[int, int] = {}
+
+        def cheap(tree, _source):
+            checks[id(tree)] = checks.get(id(tree), 0) + 1
+            return tree.cheap_ok
+
+        state = rng.getstate()
+        want = _sequential(_fake_places(rng, lambda tree, _s: tree.cheap_ok), seen)
+        rng.setstate(state)
+        places = _fake_places(rng, cheap)
+        screen = _FakeScreen(seen)
+        got = _draw_places(screen, places, parallelism)
+        assert [(t.canonical, o) for t, o in got] == [(t.canonical, o) for t, o in want]
+        assert all(n == 1 for n in checks.values())
+        assert len(screen.screened) == len(set(screen.screened))
