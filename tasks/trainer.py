@@ -192,14 +192,16 @@ def _train_seeded(task, data, candidates: list[Candidate], *, seed: int, steps: 
         z = model(xb)  # [K, out, N]
 
         terms = []
-        finite = torch.ones(k, dtype=torch.bool, device=device)
+        finite = torch.ones(k, dtype=torch.bool, device=device)  # loss and (expressions) derivatives finite
+        value_finite = torch.ones(k, dtype=torch.bool, device=device)  # the loss alone, for the message
         if program is not None:
             ze = z if not module_idx else z[:n_expr]
             p = predictions(ze, space, class_dim=1)
             values, derivatives = program.evaluate(p.detach(), data.expression_targets(idx))
             per_candidate = with_derivatives(p, values, derivatives, keep).sum(dim=1).mean(dim=-1)  # [n_expr]
             # A candidate whose loss or derivative is not finite gets no gradient (keep is read at backward).
-            ok = torch.isfinite(per_candidate.detach()) & torch.isfinite(derivatives.flatten(1).sum(dim=1))
+            value_finite[:n_expr] = torch.isfinite(per_candidate.detach())
+            ok = value_finite[:n_expr] & torch.isfinite(derivatives.flatten(1).sum(dim=1))
             finite[:n_expr] = ok
             torch.logical_and(pop.alive[:n_expr], ok, out=keep)
             terms.append(per_candidate.sum())
@@ -214,7 +216,7 @@ def _train_seeded(task, data, candidates: list[Candidate], *, seed: int, steps: 
                                     steps=step))
                 continue
             if not bool(torch.isfinite(value)):
-                finite[i] = False
+                finite[i] = value_finite[i] = False
             terms.append(value)
 
         training = pop.alive & finite
@@ -237,7 +239,7 @@ def _train_seeded(task, data, candidates: list[Candidate], *, seed: int, steps: 
         if bool(newly.any()):
             rows = newly.nonzero().flatten()
             for i in rows.tolist():
-                where = "loss" if not bool(finite[i]) else "gradient"
+                where = "loss" if not bool(value_finite[i]) else "gradient"
                 pop.stop(i, Outcome("diverged", error=f"non-finite {where} at step {step}", steps=step))
             _freeze(rows, params, optimizer, model)  # also the modules that failed this step
             keep[:] = pop.alive[:n_expr]

@@ -170,3 +170,60 @@ def test_the_population_cap_fits_the_budget_within_1_and_the_device_cap(monkeypa
         monkeypatch.setattr(trainer, "memory_budget", lambda device, b=budget: b)
         assert default_max_population(None, torch.device("cpu")) == cpu
         assert default_max_population(None, torch.device("cuda")) == gpu
+
+
+# ----------------------------------------------------------------------------- found by mutating the loop too
+def test_clipping_leaves_a_gradient_below_the_norm_as_it_is_even_a_tiny_one():
+    w = torch.zeros(2, 2, requires_grad=True)
+    w.grad = torch.tensor([[3e-7, 4e-7], [0.0, 0.0]])  # norms 5e-7 (below the 1e-6 guard) and 0
+    _clip_per_model([w], 2, max_norm=1.0)
+    assert torch.equal(w.grad, torch.tensor([[3e-7, 4e-7], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_the_fused_kernel_is_used_where_the_device_has_one_else_the_plain_optimizer(name, monkeypatch):
+    task = SimpleNamespace(optimizer=name, lr=0.03, weight_decay=0.001, momentum=0.8)
+    w = torch.zeros(2, 3, requires_grad=True)
+    opt = _make_optimizer(task, [w])
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["params"] == [w]  # CPU float32 has one
+    attr = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[name]
+    real = getattr(torch.optim, attr)
+
+    class NoFusedKernel(real):
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("no fused kernel here")
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(torch.optim, attr, NoFusedKernel)
+    opt = _make_optimizer(task, [w])
+    group = opt.param_groups[0]
+    assert type(opt) is NoFusedKernel and not group["fused"] and group["params"] == [w]
+    assert group["lr"] == 0.03 and group["weight_decay"] == 0.001 and group.get("momentum", 0.8) == 0.8
+
+
+def test_with_cuda_the_default_device_is_cuda_and_the_budget_60_percent_of_its_free_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == torch.device("cuda")
+    asked = []
+
+    def mem_get_info(device):
+        asked.append(device)
+        return 10_000, 50_000  # free, total
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    assert memory_budget(torch.device("cuda:1")) == 6_000 and asked == [torch.device("cuda:1")]
+
+
+def test_the_memory_estimate_counts_the_loss_rows_of_every_pixel_and_a_two_pixel_image_as_an_image():
+    # loss tables: (2 * 12 + 8) rows per column (2 for binary), per element of the batch, per pixel
+    assert bytes_per_candidate(_task(kind="binary", effective_batch_size=3, pixels=5)) == 4 * 32 * 2 * 3 * 5
+    # evaluation of 2-pixel images: 2048 // 2 * 4 images in a chunk
+    assert bytes_per_candidate(_task(model_stats=(0, 10), pixels=2, num_classes=0)) == 4 * 4096 * 10
+
+
+def test_three_hundred_seeds_give_three_hundred_different_schedules():
+    """Seeds are independent runs: no two of them share a minibatch order (a seed folded onto a
+    small range would repeat schedules)."""
+    schedules = {batch_schedule(20, 5, 4, seed=s).tobytes() for s in range(300)}
+    assert len(schedules) == 300
