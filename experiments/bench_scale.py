@@ -43,7 +43,7 @@ from dataclasses import astuple
 from pathlib import Path
 
 from lossforge.search import SearchConfig, run
-from lossforge.search.evaluators import Job, JobReport, LocalEvaluator, Outcome, RayEvaluator, run_job
+from lossforge.search.evaluators import Job, JobReport, LocalEvaluator, Outcome, RayEvaluator, init_local_ray, run_job
 from lossforge.search.runstore import RunStore
 from lossforge.search.screening import Screened
 
@@ -248,7 +248,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for w in counts:
             t0 = time.perf_counter()
-            ray.init(num_cpus=w, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            init_local_ray(w)
             ray_start = time.perf_counter() - t0
             try:
                 m = measure(w, seconds, args.generations, args.chunk_size, Path(tmp), args.profile)

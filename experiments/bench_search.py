@@ -35,7 +35,7 @@ from pathlib import Path
 
 from lossforge.search import SearchConfig, run
 from lossforge.search import engine as engine_module
-from lossforge.search.evaluators import LocalEvaluator, RayEvaluator
+from lossforge.search.evaluators import LocalEvaluator, RayEvaluator, init_local_ray
 from lossforge.search.filters import CandidateFilter
 from lossforge.search.runstore import RunStore
 from lossforge.search.screening import Screener
@@ -165,7 +165,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    init_local_ray(2)
     ray_start = time.perf_counter() - t0
     tasks = {t: get_task(t) for t in config.tasks}
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lossforge.search import resume, run
-from lossforge.search.evaluators import LocalEvaluator
+from lossforge.search.evaluators import LocalEvaluator, init_local_ray
 from lossforge.tasks import get as get_task
 
 from .search_checks import check_finished_run, evaluation_key, hall_of_fame_key, open_store, small_config
@@ -74,7 +74,7 @@ def ray_session():
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        init_local_ray(2)
     yield ray
     if started:
         ray.shutdown()

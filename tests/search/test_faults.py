@@ -29,7 +29,7 @@ from lossforge.search import SearchConfig, resume, run
 from lossforge.search.checkpoint import read_checkpoint, write_checkpoint
 from lossforge.search.cli import main
 from lossforge.search.errors import StorageError
-from lossforge.search.evaluators import InfraError, Job, LocalEvaluator, RayEvaluator, run_job
+from lossforge.search.evaluators import InfraError, Job, LocalEvaluator, RayEvaluator, init_local_ray, run_job
 from lossforge.tasks import Result, Task
 from lossforge.tasks import get as get_task
 
@@ -222,7 +222,7 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     import ray.cloudpickle
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    init_local_ray(2)
     # FaultyTask lives in this test module, which the workers cannot import: ship it by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     yield ray

@@ -2,6 +2,7 @@
 does not depend on how (or whether) the screening was shared out."""
 from __future__ import annotations
 
+import os
 import pickle
 import random
 
@@ -9,7 +10,7 @@ import pytest
 
 from lossforge.primitives import Expr
 from lossforge.search import SearchConfig
-from lossforge.search.evaluators import LocalEvaluator
+from lossforge.search.evaluators import LocalEvaluator, init_local_ray
 from lossforge.search.filters import CandidateFilter
 from lossforge.search.screening import Screened, ScreenedExpr, Screener, ScreenSpec, screen_expr, screen_tokens
 from lossforge.search.drawing import _draw_places, _Place, _Screen, _Stream
@@ -186,7 +187,7 @@ def test_ray_workers_screen_as_the_driver_does():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        init_local_ray(2)
     try:
         ev = RayEvaluator({}, workers=2, warm=False)
         spec = ScreenSpec.of(CandidateFilter({"multiclass"}), _config())
@@ -197,6 +198,28 @@ def test_ray_workers_screen_as_the_driver_does():
         if started:
             ray.shutdown()
 
+
+
+def test_a_local_ray_instance_runs_its_workers_at_the_drivers_priority():
+    """Ray's default puts workers 15 nice levels below the driver, which on a shared machine gives
+    the cores to any other work; the instance the evaluator starts keeps the driver's priority."""
+    ray = pytest.importorskip("ray")
+    from lossforge.search.evaluators import RayEvaluator
+
+    if ray.is_initialized():   # left by an earlier test: this one needs the evaluator to start its own
+        ray.shutdown()
+    ev = RayEvaluator({}, workers=1, warm=False)
+    try:
+        assert ev._owns
+        niceness = ray.remote(_niceness).options(num_cpus=1)
+        assert ray.get(niceness.remote()) == os.nice(0)
+    finally:
+        ev.close()
+    assert not ray.is_initialized()
+
+
+def _niceness() -> int:
+    return os.nice(0)
 
 def test_a_batch_larger_than_the_cache_still_gets_every_result():
     config = _config()
