@@ -130,3 +130,92 @@ def imbalance() -> Task:
     X, y = make_classification(n_samples=3000, n_features=10, n_informative=5, weights=[0.95], class_sep=0.8,
                                random_state=8)
     return _classification("imbalance", "binary", X, y, "balanced_accuracy", "binary 95:5, balanced accuracy", 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Poisson counts scored by the Poisson deviance (issue 13, section 3)
+
+_DEVIANCE_FLOOR = 1e-3  # predicted rates are floored here before the deviance (an MSE-trained net can go <= 0)
+
+
+def mean_poisson_deviance(decisions, targets) -> float:
+    """Mean Poisson deviance 2*(y*log(y/r) - y + r) of counts ``targets`` at predicted rates
+    ``decisions`` (original units) floored at 1e-3; equals sklearn's ``mean_poisson_deviance``
+    on the floored rates."""
+    r = np.maximum(np.asarray(decisions, dtype=np.float64), _DEVIANCE_FLOOR)
+    y = np.asarray(targets, dtype=np.float64)
+    ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / r), 0.0)
+    return float(np.mean(2 * (ylogy - y + r)))
+
+
+def poisson_deviance_counts() -> Task:
+    """Counts whose log-rate is a smooth function of 3 inputs, rates from about 0.1 to 16; scored by the
+    mean Poisson deviance of the predicted rates (known: the Poisson deviance of the rate)."""
+    rng = np.random.default_rng(15)
+    X = rng.uniform(-1, 1, size=(_N, 3))
+    rate = np.exp(0.3 + 1.4 * X[:, 0] - 0.8 * X[:, 1] + 0.4 * np.sin(3 * X[:, 2]))
+    y = rng.poisson(rate).astype(float)
+    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, 5)
+    return Task("poisson_deviance_counts", "regression", X_tr, y_tr, X_va, y_va, X_te, y_te,
+                metric=mean_poisson_deviance, metric_direction="min", model="mlp:32", steps=150, batch_size=64,
+                lr=3e-3, description="Poisson counts, mean Poisson deviance of the predicted rates")
+
+
+def poisson_known_expression(task: Task):
+    """The catalogue's Poisson deviance of the predicted rate, floored as the metric floors it, in the
+    units the loss sees.  Regression targets are standardised for training (y = (count - m) / s, the
+    prediction p likewise), so the rate is s*(p + c) and the count s*(y + c) with c = m / s, and
+    deviance(s*r, s*(y + c)) = s * deviance(r, y + c) with r = max(p + c, 1e-3 / s).  Returns the
+    expression deviance(r, y + c).  Unfloored, the protected log (log|x|) lets the loss fall without bound
+    past the rate-0 pole, and training diverges."""
+    from lossforge.primitives import parse
+
+    c = f"{task.target_mean / task.target_std:.6g}"
+    f = f"{_DEVIANCE_FLOOR / task.target_std:.6g}"
+    r = f"Max(p + {c}, {f})"
+    return parse(f"2*{r} + 2*(y + {c})*log((y + {c})/{r}) - 2*(y + {c})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Replacements for `imbalance` and `digits_noisy` (their generation 0 already held solutions)
+
+def longtail() -> Task:
+    """6 classes, long-tailed (50 : 25 : 12 : 7 : 4 : 2 %), balanced accuracy."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=3000, n_features=10, n_informative=6, n_classes=6, n_clusters_per_class=1,
+                               weights=[0.5, 0.25, 0.12, 0.07, 0.04, 0.02], class_sep=1.0, random_state=9)
+    return _classification("longtail", "multiclass", X, y, "balanced_accuracy", "6 classes, long-tailed 25:1",
+                           9, steps=200)
+
+
+def noisy_labels10() -> Task:
+    """10 classes, 50 % of the training labels flipped to another class; accuracy on clean labels."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=3000, n_features=12, n_informative=8, n_classes=10, n_clusters_per_class=1,
+                               class_sep=1.5, random_state=10)
+
+    def flip(y_tr):
+        r = np.random.default_rng(10)
+        bad = r.random(len(y_tr)) < 0.5
+        return np.where(bad, (y_tr + r.integers(1, 10, len(y_tr))) % 10, y_tr)
+
+    return _classification("noisy_labels10", "multiclass", X, y, "accuracy", "10 classes, 50% symmetric label noise",
+                           10, y_train=flip, steps=400)
+
+
+def noisy_labels20() -> Task:
+    """20 classes, 40 % of the training labels flipped to another class; accuracy on clean labels."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=3000, n_features=16, n_informative=10, n_classes=20, n_clusters_per_class=1,
+                               class_sep=1.5, random_state=20)
+
+    def flip(y_tr):
+        r = np.random.default_rng(20)
+        bad = r.random(len(y_tr)) < 0.4
+        return np.where(bad, (y_tr + r.integers(1, 20, len(y_tr))) % 20, y_tr)
+
+    return _classification("noisy_labels20", "multiclass", X, y, "accuracy", "20 classes, 40% symmetric label noise",
+                           20, y_train=flip, steps=200)
