@@ -328,9 +328,9 @@ class GPStrategy(Strategy):
 
         places = []
         for a, b, operation in pairs:
-            stream = _Stream(random.getrandbits(64), variation(a, b, operation))
+            stream = _Stream(random.getrandbits(64), variation(a, b, operation), PAIR_TRIES)
             for j, parent in enumerate((a, b)):
-                immigrants = _Stream(random.getrandbits(64), _random_option(self))
+                immigrants = _Stream(random.getrandbits(64), _random_option(self), IMMIGRANT_TRIES)
                 places.append(_Place([(stream, j, PAIR_TRIES, None), (immigrants, 0, IMMIGRANT_TRIES, "immigrant")],
                                      cheap, lambda parent=parent: (_copy(parent), "reproduction")))
         chosen = _draw_places(self.screen, places, self.screen.parallelism)

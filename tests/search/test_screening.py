@@ -272,7 +272,7 @@ def _fake_places(rng, cheap):
         options = [(_Tree(f"c{rng.randrange(8)}", rng.random() < 0.7, rng.random() < 0.6), f"o{i}.{k}")
                    for k in range(rng.randint(0, 9))]
         it = iter(options)
-        stream = _Stream(rng.getrandbits(32), lambda it=it: [next(it)])
+        stream = _Stream(rng.getrandbits(32), lambda it=it: [next(it)], len(options))
         fallback = _Tree(f"fallback{i}", True, True)
         places.append(_Place([(stream, 0, len(options), None)], cheap, lambda f=fallback: (f, "fallback")))
     return places
@@ -301,3 +301,32 @@ def test_drawing_in_rounds_equals_the_sequential_definition_and_checks_each_cand
         assert [(t.canonical, o) for t, o in got] == [(t.canonical, o) for t, o in want]
         assert all(n == 1 for n in checks.values())
         assert len(screen.screened) == len(set(screen.screened))
+
+
+def test_a_stream_draws_ahead_in_few_state_swaps_and_its_options_do_not_depend_on_it(monkeypatch):
+    """Option k is a function of the stream's seed and k alone -- drawn one at a time, in any
+    order, or ahead -- and a place that needs many options swaps the random module's state a
+    few times, never once an option; a stream never draws past its limit."""
+    def draw():
+        return random.random()
+
+    reference = _Stream(99, draw)
+    reference.AHEAD = 0   # one option a swap: the reference
+    expected = [reference.get(k) for k in range(200)]
+    assert len(reference.items) == 200
+
+    swaps = []
+    real = random.setstate
+    monkeypatch.setattr(random, "setstate", lambda state: (swaps.append(1), real(state))[1])
+    ahead = _Stream(99, draw)
+    assert [ahead.get(k) for k in range(200)] == expected
+    assert len(swaps) <= 2 * 20            # two setstate calls a swap; 200 one at a time would be 400
+    shuffled = _Stream(99, draw)
+    for k in random.Random(5).sample(range(200), 200):
+        assert shuffled.get(k) == expected[k]
+    limited = _Stream(99, draw, limit=7)
+    assert limited.get(0) == expected[0] and [limited.get(k) for k in range(7)] == expected[:7]
+    assert len(limited.items) == 7
+    outer = random.getstate()
+    _Stream(3, draw).get(50)
+    assert random.getstate() == outer     # the caller's random state is left as it was
