@@ -147,7 +147,8 @@ def test_predictions_that_are_not_finite_on_the_scored_split_mark_the_model_dive
         t = Task.from_arrays(X[:40], y[:40], X_val, y[40:], kind="multiclass", model="linear", steps=3, batch_size=8,
                              lr=0.05, metric="balanced_accuracy")
     res = t.evaluate(["-y*log(p)", "(p-y)**2"], steps=3)
-    assert [(r.status, r.error, r.steps) for r in res] == [("diverged", "non-finite predictions on the val split", 3)] * 2
+    want = ("diverged", "non-finite predictions on the val split", 3)
+    assert [(r.status, r.error, r.steps) for r in res] == [want, want]
     train = t.evaluate(["-y*log(p)"], steps=3, split="train")[0]
     assert train.status == "ok" and 0 <= train.metric <= 1 and train.steps == 3
 
