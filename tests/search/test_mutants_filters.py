@@ -207,3 +207,98 @@ def test_pass_thresholds_of_the_direct_check():
     assert not _passes("binary", 0.8, 0.9)  # must gain 0.25 even above 0.75
     assert _passes("regression", -1.0, -0.49) and not _passes("regression", -1.0, -0.5)
     assert _passes("regression", -2.0, -0.9) and not _passes("regression", -2.0, -1.0)
+
+
+# ----------------------------------------------------------------------------- learned results
+def test_a_learned_verdict_is_used_instead_of_checking_again(monkeypatch):
+    # verdicts computed elsewhere (a screening worker) are taken as they are, the first one wins
+    f = CandidateFilter({"multiclass"})
+    monkeypatch.setattr(f, "_reject", lambda e: pytest.fail(f"checked {e.canonical} again"))
+    good, bad = parse("-y*log(p)"), parse("y*p")
+    rejected = Verdict("wrong_gradient", "learned elsewhere")
+    f.learn(good.canonical, None, None)
+    f.learn(bad.canonical, rejected, None)
+    f.learn(bad.canonical, None, None)  # a later result for the same form is ignored
+    f.learn(good.canonical, Verdict("constant", "later"), None)
+    assert f.viable(good) is True
+    assert f.viable(bad) is False
+    assert f.check(bad, {}) is rejected
+    assert f.check(good, {}).status == "ok"
+
+
+def test_a_learned_fingerprint_key_is_used_instead_of_computing_it(monkeypatch):
+    import lossforge.search.filters as filters
+
+    f = CandidateFilter({"multiclass"})
+    a, b = parse("-y*log(p)"), parse("-y*log(p**2)/2")
+    f.learn(a.canonical, None, "key-a")
+    f.learn(a.canonical, None, "key-later")  # the first key wins
+    f.learn(b.canonical, None, "key-a")      # learned as behaving like a
+    f.learn(parse("(p-y)**2").canonical, None, None)  # no key: computed here when needed
+    monkeypatch.setattr(filters, "fingerprint", lambda *a: pytest.fail("fingerprint computed"))
+    assert f.fingerprint_key(a) == "key-a" and f.fingerprint_key(b) == "key-a"
+    assert f.check(a, {}).status == "ok"
+    assert f.check(b, {}) == Verdict("fingerprint_duplicate", f"behaves like {a.canonical}",
+                                     duplicate_of=a.canonical)
+    monkeypatch.undo()
+    g = CandidateFilter({"multiclass"})
+    assert f.fingerprint_key(parse("(p-y)**2")) == g.fingerprint_key(parse("(p-y)**2")) != "key-a"
+
+
+def test_the_default_number_of_direct_check_steps_is_the_search_configs():
+    # a filter built without the search's config (a test, a script) checks as a search does
+    import inspect
+
+    from lossforge.search.config import SearchConfig
+
+    steps = SearchConfig().direct_check_steps
+    assert CandidateFilter({"binary"}).direct_check_steps == steps
+    assert inspect.signature(direct_optimisation_fails).parameters["steps"].default == steps
+
+
+# ----------------------------------------------------------------------------- the direct check's schedule
+def _counting_losses(monkeypatch):
+    import lossforge.search.filters as filters
+
+    calls = []
+    real = filters.per_sample_loss
+    monkeypatch.setattr(filters, "per_sample_loss", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_the_direct_check_runs_60_steps_by_default_and_stops_early_every_10th(monkeypatch):
+    calls = _counting_losses(monkeypatch)
+    # a loss that never passes runs every step of the default
+    assert direct_optimisation_fails(parse("y*p").compile(), "multiclass").startswith("minimising it")
+    assert len(calls) == 60
+    # cross-entropy passes between steps 4 and 10 (pinned above): it stops at the 10th,
+    # where the first early check is made
+    calls.clear()
+    assert direct_optimisation_fails(parse("-y*log(p)").compile(), "multiclass") == ""
+    assert len(calls) == 10
+    calls.clear()
+    assert direct_optimisation_fails(parse("-y*log(p)").compile(), "multiclass", 9) == ""
+    assert len(calls) == 9  # no early check before the 10th step: judged at the end
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary"])
+def test_the_direct_check_steps_are_torchs_adam(monkeypatch, kind):
+    # Adam written out on one tensor: after 5 steps the logits are torch.optim.Adam's (lr 0.1)
+    import lossforge.search.filters as filters
+    from lossforge.losses.spaces import per_sample_loss
+    from lossforge.search.filters import _direct_problem
+
+    program = parse("y*p").compile()  # never passes, so no early exit
+    seen = []
+    real = filters._direct_metric
+    monkeypatch.setattr(filters, "_direct_metric", lambda k, z, t: seen.append(z.detach().clone()) or real(k, z, t))
+    direct_optimisation_fails(program, kind, 5)
+    z0, target = _direct_problem(kind, torch.Generator().manual_seed(1234))
+    torch.testing.assert_close(seen[0], z0)
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        per_sample_loss(program, z, target, kind).mean().backward()
+        opt.step()
+    torch.testing.assert_close(seen[-1], z.detach(), rtol=1e-5, atol=1e-6)
