@@ -264,6 +264,27 @@ def test_cached_results_are_found_by_their_whole_key_and_in_large_numbers(store)
     assert [r["canonical"] for r in store.evaluations("r1")][:3] == ["p*0", "p*1", "p*2"]
 
 
+def test_cached_results_are_read_in_chunks_of_500_expressions(store):
+    # one SELECT per 500 distinct expressions (a bounded IN list), not one per expression
+    store.record_evaluations([_row(i) for i in range(1203)])
+    selects = []
+
+    def count(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        keys = [(f"p*{i}", "digits", 1, 10, s) for i in range(3) for s in ("val", "test")]
+        assert sorted(store.cached_evaluations("r1", keys)) == sorted(k for k in keys if k[4] == "val")
+        assert len(selects) == 1
+        selects.clear()
+        assert len(store.cached_evaluations("r1", [(f"p*{i}", "digits", 1, 10, "val") for i in range(1203)])) == 1203
+        assert len(selects) == 3
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+
+
 def test_candidates_and_generations_come_back_in_order_with_their_json_fields(store):
     def cand(pos, **kw):
         return dict(dict(position=pos, origin="gp", expr="p", canonical="p", complexity=1, status="ok", fidelity=1,
