@@ -94,3 +94,73 @@ def test_parameter_checks_name_the_parameter(cls, kw, message):
         cls(**kw)
     assert str(info.value) == message
     cls(**{k: 0.0 if "must be >= 0" in message else 1.0 for k in kw})  # the bound itself is allowed
+
+
+# ----------------------------------------------------------------------------- reviewed survivors
+def _overlap(x, t):
+    p, oh = seg.probabilities_and_targets(x, t)
+    present = oh.sum(dim=2) > 0
+    return p, oh, lambda score: (1 - (score * present).sum(dim=1) / present.sum(dim=1))
+
+
+def test_the_functionals_check_their_own_parameters_by_name():
+    # the functional forms are called without a module (e.g. by the catalogue's tests)
+    x, t = _inputs(seg.GeneralizedDiceLoss)
+    with pytest.raises(LossParameterError) as info:
+        seg.generalized_dice_loss(x, t, smooth_nr=-0.1)
+    assert str(info.value) == "smooth_nr must be >= 0, got -0.1"
+    with pytest.raises(LossParameterError) as info:
+        seg.generalized_dice_loss(x, t, smooth_dr=0.0)
+    assert str(info.value) == "smooth_dr must be > 0, got 0.0"
+
+
+def test_jaccard_and_squared_dice_take_smooth_and_eps_where_documented():
+    x, t = _inputs(seg.JaccardLoss)
+    p, oh, loss = _overlap(x, t)
+    inter = (p * oh).sum(dim=2)
+    for smooth, eps in [(0.0, 0.5), (1.0, 0.5), (1.0, 0.0)]:
+        jac = (inter + smooth) / (p.sum(dim=2) + oh.sum(dim=2) - inter + smooth + eps)
+        torch.testing.assert_close(seg.jaccard_loss(x, t, smooth=smooth, eps=eps, reduction="none"), loss(jac))
+        sq = (2 * inter + smooth) / ((p**2).sum(dim=2) + (oh**2).sum(dim=2) + smooth + eps)
+        torch.testing.assert_close(seg.squared_dice_loss(x, t, smooth=smooth, eps=eps, reduction="none"), loss(sq))
+
+
+@pytest.mark.parametrize("smooth, eps", [(1.0, 1e-8), (0.0, 0.5)])
+def test_log_cosh_dice_passes_smooth_and_eps_to_the_dice_loss(smooth, eps):
+    x, t = _inputs(seg.LogCoshDiceLoss)
+    d = seg.dice_loss(x, t, smooth=smooth, eps=eps, reduction="none")
+    assert not torch.allclose(d, seg.dice_loss(x, t, reduction="none"))
+    torch.testing.assert_close(seg.log_cosh_dice_loss(x, t, smooth=smooth, eps=eps, reduction="none"),
+                               torch.log(torch.cosh(d)))
+
+
+def test_lovasz_losses_take_inputs_without_a_spatial_axis_and_two_classes():
+    g = torch.Generator().manual_seed(3)
+    # [N, 1]: one pixel per image, whose Jaccard step is 1: the loss is its hinge error
+    z = torch.randn(4, 1, generator=g)
+    t = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    torch.testing.assert_close(seg.lovasz_hinge_loss(z, t, reduction="none"), torch.relu(1 - z[:, 0] * (2 * t - 1)))
+    # [N, C]: one pixel per image, the present class's error |1 - p| (the only Jaccard step)
+    x = torch.randn(4, 3, generator=g)
+    c = torch.tensor([0, 2, 1, 2])
+    p = F.softmax(x, dim=1)
+    torch.testing.assert_close(seg.lovasz_softmax_loss(x, c, reduction="none"), 1 - p[torch.arange(4), c])
+    # two classes are enough for the softmax form
+    x2 = torch.randn(2, 2, 3, 3, generator=g)
+    t2 = torch.randint(0, 2, (2, 3, 3), generator=g)
+    assert seg.lovasz_softmax_loss(x2, t2).shape == ()
+    assert seg.LovaszSoftmaxLoss()(x2, t2) == seg.lovasz_softmax_loss(x2, t2)
+
+
+def test_the_class_count_comes_from_the_input_when_the_last_class_is_absent():
+    x = torch.randn(2, 4, 5, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([[0, 1, 1, 0, 2], [2, 2, 0, 1, 0]])  # class 3 is never a target
+    p, oh = seg.probabilities_and_targets(x, t)
+    assert oh.shape == (2, 4, 5) and oh[:, 3].sum() == 0
+    assert seg.dice_loss(x, t).isfinite()
+
+
+def test_the_binary_maps_class_mask_is_on_the_targets_device():
+    t = torch.empty(2, 1, 6, device="meta")
+    mask = seg.present_classes(t)
+    assert mask.device.type == "meta" and mask.shape == (2, 1) and mask.dtype == torch.bool
