@@ -3,7 +3,8 @@
 Each task of the suite (``experiments/rediscovery/suite_tasks.py``) comes with a
 catalogue loss that is known to suit it (the pinball loss at the task's
 quantile; a bounded robust loss under one-sided outliers; GCE under label
-noise; a hinge-type loss for balanced accuracy under imbalance).  Every
+noise; a hinge-type loss for balanced accuracy under imbalance; the Poisson
+deviance of the predicted rate for counts; focal loss under a long tail).  Every
 strategy runs the same budget -- ``generations`` x ``population`` candidates,
 each trained on the same evaluation seeds -- over several search seeds:
 GP with tournament selection, aging (regularised) evolution, GP with
@@ -16,7 +17,8 @@ the initial random population does not already hold such a loss: the share of
 generation-0 candidates within tolerance is reported per task and seed (the
 strategies share generation 0 for a given seed).
 
-    python experiments/rediscovery.py --seeds 3                 # 6 tasks x 3 seeds x 4 strategies
+    python experiments/rediscovery.py --gen0-only --seeds 10    # generation 0 only: is the task fit for the suite?
+    python experiments/rediscovery.py --seeds 3                 # every task x 3 seeds x 4 strategies
     python experiments/rediscovery.py --tasks quantile25 --strategies gp,random --seeds 2
 
 Writes ``experiments/results/rediscovery_suite.md`` / ``.json`` and keeps every
@@ -50,6 +52,8 @@ SUITE = {
     "longtail": ("longtail", "focal", {"gamma": 4}, dict(BUDGET, steps=200)),
     "asymmetric_small_cost": ("asymmetric_small_cost", "quantile", {"q": 0.25}, BUDGET),
 }
+# generation 0 already holds solutions in 8 of 10 seeds (today's code): kept for --tasks, not run by default
+DROPPED = {"imbalance", "digits_noisy"}
 # known losses that are not a catalogue expression as such: a function of the task in suite_tasks
 KNOWN_EXPRESSION = {"poisson_deviance": "poisson_known_expression"}
 STRATEGIES = {
@@ -209,7 +213,8 @@ def _recorded_wall(run_dir: Path) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default=",".join(SUITE), help=f"any of {', '.join(SUITE)}")
+    ap.add_argument("--tasks", default=",".join(t for t in SUITE if t not in DROPPED),
+                    help=f"any of {', '.join(SUITE)} (default: all but {', '.join(sorted(DROPPED))})")
     ap.add_argument("--seeds", type=int, default=10, help="search seeds 0..N-1")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
