@@ -189,33 +189,29 @@ def longtail() -> Task:
                            9, steps=200)
 
 
-def noisy_labels10() -> Task:
-    """10 classes, 50 % of the training labels flipped to another class; accuracy on clean labels."""
+def _noisy_labels(n_classes: int, rate: float, n_features: int, n_informative: int, steps: int) -> Task:
+    """``n_classes`` classes, a share ``rate`` of the training labels flipped to another class
+    (seeded by the class count); accuracy on clean labels."""
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=3000, n_features=12, n_informative=8, n_classes=10, n_clusters_per_class=1,
-                               class_sep=1.5, random_state=10)
+    X, y = make_classification(n_samples=3000, n_features=n_features, n_informative=n_informative,
+                               n_classes=n_classes, n_clusters_per_class=1, class_sep=1.5, random_state=n_classes)
 
     def flip(y_tr):
-        r = np.random.default_rng(10)
-        bad = r.random(len(y_tr)) < 0.5
-        return np.where(bad, (y_tr + r.integers(1, 10, len(y_tr))) % 10, y_tr)
+        r = np.random.default_rng(n_classes)
+        bad = r.random(len(y_tr)) < rate
+        return np.where(bad, (y_tr + r.integers(1, n_classes, len(y_tr))) % n_classes, y_tr)
 
-    return _classification("noisy_labels10", "multiclass", X, y, "accuracy", "10 classes, 50% symmetric label noise",
-                           10, y_train=flip, steps=400)
+    return _classification(f"noisy_labels{n_classes}", "multiclass", X, y, "accuracy",
+                           f"{n_classes} classes, {rate:.0%} symmetric label noise", n_classes, y_train=flip,
+                           steps=steps)
+
+
+def noisy_labels10() -> Task:
+    """10 classes, 50 % of the training labels flipped to another class; accuracy on clean labels."""
+    return _noisy_labels(10, 0.5, n_features=12, n_informative=8, steps=400)
 
 
 def noisy_labels20() -> Task:
     """20 classes, 40 % of the training labels flipped to another class; accuracy on clean labels."""
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=3000, n_features=16, n_informative=10, n_classes=20, n_clusters_per_class=1,
-                               class_sep=1.5, random_state=20)
-
-    def flip(y_tr):
-        r = np.random.default_rng(20)
-        bad = r.random(len(y_tr)) < 0.4
-        return np.where(bad, (y_tr + r.integers(1, 20, len(y_tr))) % 20, y_tr)
-
-    return _classification("noisy_labels20", "multiclass", X, y, "accuracy", "20 classes, 40% symmetric label noise",
-                           20, y_train=flip, steps=200)
+    return _noisy_labels(20, 0.4, n_features=16, n_informative=10, steps=200)

@@ -166,6 +166,19 @@ def catalogue_records(names: list[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def catalogue_values(name: str, recorded: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The catalogue module's output on its recorded arguments, and the gradient of its sum with
+    respect to the first."""
+    args, i = [], 0
+    while f"cat/{name}/arg{i}" in recorded:
+        args.append(torch.from_numpy(recorded[f"cat/{name}/arg{i}"].copy()))
+        i += 1
+    args[0].requires_grad_(True)
+    out = catalogue_module(name)(*args)
+    out.sum().backward()
+    return out.detach().numpy(), args[0].grad.numpy()
+
+
 def catalogue_module(name: str):
     """The module the test builds: ``build`` of the loss helpers (class counts where needed)."""
     from lossforge.losses import get
@@ -181,15 +194,7 @@ def current_arrays(meta: dict, recorded: dict[str, np.ndarray]) -> dict[str, np.
 
     arrays: dict[str, np.ndarray] = {}
     for name in meta["catalogue"]:
-        args, i = [], 0
-        while f"cat/{name}/arg{i}" in recorded:
-            args.append(torch.from_numpy(recorded[f"cat/{name}/arg{i}"].copy()))
-            i += 1
-        args[0].requires_grad_(True)
-        out = catalogue_module(name)(*args)
-        out.sum().backward()
-        arrays[f"cat/{name}/value"] = out.detach().numpy()
-        arrays[f"cat/{name}/grad"] = args[0].grad.numpy()
+        arrays[f"cat/{name}/value"], arrays[f"cat/{name}/grad"] = catalogue_values(name, recorded)
     p64, y64 = recorded["probe/p"], recorded["probe/y"]
     exprs = [parse(text) for _, text in meta["expressions"]]
     for (label, _), e in zip(meta["expressions"], exprs):
