@@ -209,7 +209,8 @@ def _draw_places(screen: _Screen, places: list[_Place], parallelism: int = 1) ->
     while True:
         taken: set[str] = set()
         chosen: list = []
-        wanted: list = []   # (place index, index of its first unscreened candidate among those passing the cheap checks)
+        # (place index, index of its first unscreened candidate among those that pass the cheap checks)
+        wanted: list = []
         for i, place in enumerate(places):
             pick = None
             m = place.skip
