@@ -115,15 +115,21 @@ def known_expression(task_name: str, task):
     return get(loss_name).expression(**params)
 
 
-def reference_error(task, loss_name: str, params: dict, seeds: list[int], steps: int, task_name: str = "") -> float:
-    expr = known_expression(task_name or task.name, task)
+def mean_error(task, expr, seeds: list[int], steps: int) -> float:
+    """Error of ``expr`` on the validation split, from its mean metric over ``seeds``; inf if a run failed."""
     metrics = []
     for seed in seeds:
         (res,) = task.evaluate([expr], seed=seed, steps=steps, split="val")
         metrics.append(res.metric if res.status == "ok" else None)
-    if any(m is None for m in metrics):
-        raise RuntimeError(f"the reference loss {loss_name} failed on {task.name}")
-    return error_of(task, statistics.fmean(metrics))
+    return error_of(task, statistics.fmean(metrics)) if None not in metrics else float("inf")
+
+
+def reference_error(task_name: str, task, seeds: list[int], steps: int) -> float:
+    """The known loss's error on the run's evaluation seeds (it must train)."""
+    err = mean_error(task, known_expression(task_name, task), seeds, steps)
+    if err == float("inf"):
+        raise RuntimeError(f"the known loss {SUITE[task_name][1]} failed on {task.name}")
+    return err
 
 
 def _store(run_dir: Path):
@@ -252,9 +258,7 @@ def main(argv=None) -> int:
                 meta = json.loads((run_dir / "run.json").read_text())
                 key = (task_name, tuple(meta["eval_seeds"]))
                 if key not in refs:
-                    _, loss_name, params, _ = SUITE[task_name]
-                    refs[key] = reference_error(task, loss_name, params, meta["eval_seeds"],
-                                                int(config.steps or task.steps), task_name)
+                    refs[key] = reference_error(task_name, task, meta["eval_seeds"], int(config.steps or task.steps))
                 ref = refs[key]
                 t = trace(run_dir, task, ref * (1 + args.tolerance), config.population)
                 rec = {"task": task_name, "strategy": strategy, "seed": seed, "reference": SUITE[task_name][1],
@@ -293,13 +297,9 @@ def gen0_only(args, runs: Path, out: Path) -> int:
             run_dir, config, wall, task = run_one(task_name, "random", seed, runs, generations=1)
             meta = json.loads((run_dir / "run.json").read_text())
             steps = int(config.steps or task.steps)
-            ref = reference_error(task, "", {}, meta["eval_seeds"], steps, task_name)
+            ref = reference_error(task_name, task, meta["eval_seeds"], steps)
             baseline = "mse" if task.kind == "regression" else ("bce" if task.kind == "binary" else "cross_entropy")
-            base = []
-            for s in meta["eval_seeds"]:
-                (res,) = task.evaluate([get(baseline).expression()], seed=s, steps=steps, split="val")
-                base.append(res.metric if res.status == "ok" else None)
-            base_err = error_of(task, statistics.fmean(base)) if None not in base else float("inf")
+            base_err = mean_error(task, get(baseline).expression(), meta["eval_seeds"], steps)
             t = trace(run_dir, task, ref * (1 + args.tolerance), config.population)
             rec = {"task": task_name, "seed": seed, "eval_seeds": meta["eval_seeds"], "known": SUITE[task_name][1],
                    "reference_error": ref, "baseline": baseline, "baseline_error": base_err,

@@ -168,12 +168,16 @@ def poisson_known_expression(task: Task):
     deviance(s*r, s*(y + c)) = s * deviance(r, y + c) with r = max(p + c, 1e-3 / s).  Returns the
     expression deviance(r, y + c).  Unfloored, the protected log (log|x|) lets the loss fall without bound
     past the rate-0 pole, and training diverges."""
-    from lossforge.primitives import parse
+    import sympy
 
-    c = f"{task.target_mean / task.target_std:.6g}"
-    f = f"{_DEVIANCE_FLOOR / task.target_std:.6g}"
-    r = f"Max(p + {c}, {f})"
-    return parse(f"2*{r} + 2*(y + {c})*log((y + {c})/{r}) - 2*(y + {c})")
+    from lossforge.losses import get
+    from lossforge.primitives import parse
+    from lossforge.primitives.symbols import P, Y
+
+    c = sympy.Float(f"{task.target_mean / task.target_std:.6g}")
+    floor = sympy.Float(f"{_DEVIANCE_FLOOR / task.target_std:.6g}")
+    deviance = get("poisson_deviance").expr.sympy.subs({P: sympy.Max(P + c, floor), Y: Y + c}, simultaneous=True)
+    return parse(str(deviance))   # the parser's own form (numbers distributed), as the runs recorded it
 
 
 # ---------------------------------------------------------------------------------------------
