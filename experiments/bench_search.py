@@ -1,8 +1,9 @@
 """Throughput of one search with the in-process evaluator and with Ray (1 and 2 workers).
 
     python experiments/bench_search.py [--quick] [--repeats N] [--population P] [--generations G] [--steps S]
+                                       [--tasks digits,breast_cancer]
 
-Runs the same GP search (digits, fixed seed) with ``evaluator="local"``, a Ray
+Runs the same GP search (digits, or the ``--tasks`` given, e.g. the quickstart's two; fixed seed) with ``evaluator="local"``, a Ray
 evaluator limited to 1 worker and one with 2 workers, all in one local Ray
 session (``ray.init(num_cpus=2)``, started once, its start-up time printed
 apart).  For each it prints the wall time, evaluations per second (recorded
@@ -151,10 +152,11 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=None, help="candidates per job (default: population / 4)")
+    ap.add_argument("--tasks", default="digits", help="comma-separated built-in tasks (default: digits)")
     args = ap.parse_args()
     population = args.population or (16 if args.quick else 32)
     config = SearchConfig(
-        tasks=["digits"], name="bench", seed=0, population=population,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], name="bench", seed=0, population=population,
         generations=args.generations or (3 if args.quick else 5),
         steps=args.steps or (100 if args.quick else 300),
         chunk_size=args.chunk_size or max(1, population // 4), save_best=0, evaluator="local")

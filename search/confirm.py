@@ -45,17 +45,17 @@ def confirm_hall_of_fame(*, config, scorer, hof, seeds: list[int], progress=None
                    run_id=scorer.run_id, seeds=seeds, candidate_filter=scorer.filter, on_progress=scorer.on_progress)
     if progress is not None:
         progress.note(f"confirming the top {len(entries)} on {len(seeds)} fresh seeds next to the baseline")
-    per_task = {}
+    per_task, requests = {}, []
     for name, task in scorer.tasks.items():
         base = LOSS_PREFIX + task.baseline
         items = [(base, base)] + [(e.canonical, e.expr) for e in entries]
-        steps = check.full_steps[name]
-        rows = check._evaluate(items, name, steps, generation=CONFIRM_GENERATION)
-        per_task[name] = (task, base, steps, rows)
+        per_task[name] = (task, base, check.full_steps[name])
+        requests.append((items, name, check.full_steps[name]))
+    rows = check._evaluate(requests, generation=CONFIRM_GENERATION)   # every task's jobs in one batch
     verdicts = []
     for entry in entries:
         tasks_out, scores, failed = {}, {}, []
-        for name, (task, base, steps, rows) in per_task.items():
+        for name, (task, base, steps) in per_task.items():
             cand = [rows[(entry.canonical, name, s, steps)]["metric"] for s in seeds]
             ref = [rows[(base, name, s, steps)]["metric"] for s in seeds]
             if any(m is None for m in cand):

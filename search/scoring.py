@@ -79,49 +79,57 @@ class Scorer:
 
     # ------------------------------------------------------------ baselines
     def compute_baselines(self) -> dict:
-        """The baseline loss of each task, at each budget, over the run's seeds."""
+        """The baseline loss of each task, at each budget, over the run's seeds (one batch of jobs)."""
         levels = [self.full_steps] + ([self.short_steps] if self.short_steps else [])
-        for steps_by_task in levels:
-            for task_name, task in self.tasks.items():
-                entry = LOSS_PREFIX + task.baseline
-                rows = self._evaluate([(entry, entry)], task_name, steps_by_task[task_name], generation=-1)
-                metrics = [rows[(entry, task_name, s, steps_by_task[task_name])] for s in self.seeds]
-                bad = [m for m in metrics if m["metric"] is None]
-                if bad:
-                    from .errors import EvaluationError
+        requests = [([(LOSS_PREFIX + task.baseline,) * 2], task_name, steps_by_task[task_name])
+                    for steps_by_task in levels for task_name, task in self.tasks.items()]
+        rows = self._evaluate(requests, generation=-1)
+        for (items, task_name, steps) in requests:
+            entry = items[0][0]
+            metrics = [rows[(entry, task_name, s, steps)] for s in self.seeds]
+            bad = [m for m in metrics if m["metric"] is None]
+            if bad:
+                from .errors import EvaluationError
 
-                    raise EvaluationError(f"the baseline loss '{task.baseline}' failed on task '{task_name}' "
-                                          f"({bad[0]['error']}); fitness cannot be normalised")
-                self.baselines[(task_name, steps_by_task[task_name])] = sum(m["metric"] for m in metrics) / len(metrics)
+                raise EvaluationError(f"the baseline loss '{self.tasks[task_name].baseline}' failed on task "
+                                      f"'{task_name}' ({bad[0]['error']}); fitness cannot be normalised")
+            self.baselines[(task_name, steps)] = sum(m["metric"] for m in metrics) / len(metrics)
         return {f"{t}@{s}": v for (t, s), v in self.baselines.items()}
 
     # ------------------------------------------------------------ evaluation
-    def _evaluate(self, items: Sequence[tuple[str, str]], task_name: str, steps: int, generation: int) -> dict:
-        """Results for (canonical, text) items on one task at one budget, every seed.
+    def _evaluate(self, requests: Sequence[tuple[Sequence[tuple[str, str]], str, int]], generation: int) -> dict:
+        """Results for every request ``(items, task, steps)``: (canonical, text) items on
+        one task at one budget, every seed.
 
         Returns {(canonical, task, seed, steps): row}.  Reads the store first;
-        runs the chunks with missing results; records them as they arrive.
+        runs the chunks with missing results -- of all the requests in one batch
+        of jobs, so a worker that finishes one task's jobs goes on to the next
+        task's instead of waiting at a barrier per task; records them as they arrive.
         """
         split = self.config.split
-        keys = [(c, task_name, s, steps, split) for c, _ in items for s in self.seeds]
-        cached = self.store.cached_evaluations(self.run_id, keys)
-        # Chunks are formed over the candidates that are new in this generation.
-        new = [(c, t) for c, t in items
-               if not all((c, task_name, s, steps, split) in cached and
-                          cached[(c, task_name, s, steps, split)]["generation"] < generation for s in self.seeds)
-               or generation < 0]
         jobs: list[Job] = []
-        # as few chunks as chunk_size allows, of equal sizes (within one): no short last job
-        # leaves a worker idle while the others train full ones
-        n_chunks = -(-len(new) // self.config.chunk_size)
-        bounds = [j * len(new) // n_chunks for j in range(n_chunks + 1)] if n_chunks else [0]
-        for seed in self.seeds:
-            for lo, hi in zip(bounds, bounds[1:]):
-                chunk = new[lo:hi]
-                if all((c, task_name, seed, steps, split) in cached for c, _ in chunk):
-                    continue
-                jobs.append(Job(task_name, seed, steps, split, tuple(t for _, t in chunk), index=len(jobs)))
-        canon_of = {t: c for c, t in new}
+        canon_of: dict[str, str] = {}
+        found: dict = {}
+        for items, task_name, steps in requests:
+            keys = [(c, task_name, s, steps, split) for c, _ in items for s in self.seeds]
+            cached = self.store.cached_evaluations(self.run_id, keys)
+            found.update(cached)
+            # Chunks are formed over the candidates that are new in this generation.
+            new = [(c, t) for c, t in items
+                   if not all((c, task_name, s, steps, split) in cached and
+                              cached[(c, task_name, s, steps, split)]["generation"] < generation for s in self.seeds)
+                   or generation < 0]
+            # as few chunks as chunk_size allows, of equal sizes (within one): no short last job
+            # leaves a worker idle while the others train full ones
+            n_chunks = -(-len(new) // self.config.chunk_size)
+            bounds = [j * len(new) // n_chunks for j in range(n_chunks + 1)] if n_chunks else [0]
+            for seed in self.seeds:
+                for lo, hi in zip(bounds, bounds[1:]):
+                    chunk = new[lo:hi]
+                    if all((c, task_name, seed, steps, split) in cached for c, _ in chunk):
+                        continue
+                    jobs.append(Job(task_name, seed, steps, split, tuple(t for _, t in chunk), index=len(jobs)))
+            canon_of.update({t: c for c, t in new})
         if jobs:
             t0 = time.perf_counter()
             lost = []  # jobs lost to the infrastructure: recorded as such, never scored; the run stops
@@ -136,7 +144,7 @@ class Scorer:
                                metric=outcome.metric, status=outcome.status, error=outcome.error,
                                train_time=outcome.train_time, wall_time=report.wall_time, worker=report.worker)
                     rows.append(row)
-                    cached[(row["canonical"], job.task, job.seed, job.steps, job.split)] = row
+                    found[(row["canonical"], job.task, job.seed, job.steps, job.split)] = row
                 self.store.record_evaluations(rows)
                 self.evaluations_run += len(rows)
                 self.worker_wall += report.wall_time
@@ -144,12 +152,12 @@ class Scorer:
             self.ray_wall += time.perf_counter() - t0
             if lost:
                 raise InfraError.from_reports(lost, generation)
-        return {(c, t, s, st): row for (c, t, s, st, _sp), row in cached.items()}
+        return {(c, t, s, st): row for (c, t, s, st, _sp), row in found.items()}
 
     def _metrics(self, canon: str, results: dict, steps_by_task: dict) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         for task_name, steps in steps_by_task.items():
-            vals = [results[task_name].get((canon, task_name, s, steps)) for s in self.seeds]
+            vals = [results.get((canon, task_name, s, steps)) for s in self.seeds]
             if any(v is None or v["metric"] is None for v in vals):
                 out[task_name] = None
             else:
@@ -166,13 +174,13 @@ class Scorer:
         out = {}
         for t, steps in steps_by_task.items():
             for s in self.seeds:
-                row = results[t].get((canon, t, s, steps))
+                row = results.get((canon, t, s, steps))
                 out[f"{t}@{s}"] = task_score(row["metric"] if row else None, self.baselines[(t, steps)],
                                              self.tasks[t].direction)
         return out
 
     def _stage(self, items, steps_by_task, generation) -> dict[str, tuple[float, dict, dict]]:
-        results = {t: self._evaluate(items, t, steps_by_task[t], generation) for t in self.tasks}
+        results = self._evaluate([(items, t, steps_by_task[t]) for t in self.tasks], generation)
         out = {}
         for canon, _ in items:
             metrics = self._metrics(canon, results, steps_by_task)
