@@ -49,3 +49,42 @@ def test_added_tasks_build():
     assert longtail.kind == "multiclass" and longtail.num_classes == 6 and longtail.metric == "balanced_accuracy"
     counts = np.bincount(longtail.y_train.astype(int), minlength=6)
     assert counts[0] > 15 * counts[5] > 0
+
+
+def test_poisson_deviance_long_is_the_same_data_trained_longer():
+    short, long = suite_tasks.poisson_deviance_counts(), suite_tasks.poisson_deviance_long()
+    np.testing.assert_array_equal(short.y_train, long.y_train)
+    np.testing.assert_array_equal(short.y_val, long.y_val)
+    assert (short.steps, long.steps) == (150, 400) and long.grad_clip == 1.0 and short.grad_clip is None
+
+
+def test_heavy_tailed_noise_corrupts_training_targets_only_upwards():
+    task = suite_tasks.heavy_tailed_noise()
+    assert task.kind == "regression" and task.metric == "mse"
+    # rebuild the clean targets of the training split: the corruption is >= 0 on about 35 % of them
+    rng = np.random.default_rng(17)
+    X = rng.uniform(-2, 2, size=(1500, 3))
+    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(1500)
+    _, y_tr, _, y_va, _, _ = suite_tasks._split(X, y, 7)
+    np.testing.assert_array_equal(task.y_val, y_va)          # validation targets are clean
+    err = task.y_train - y_tr
+    assert (err >= 0).all() and (err <= 100).all()
+    assert 0.30 < (err > 0).mean() < 0.40
+    assert np.median(err[err > 0]) > 1.0                      # heavy: half-Cauchy of scale 2
+
+
+def test_poisson_wide_spans_a_wide_range_of_rates():
+    task = suite_tasks.poisson_wide()
+    assert task.steps == 500 and task.grad_clip == 1.0 and task.direction == "min"
+    counts = np.concatenate([task.y_train, task.y_val])
+    assert counts.max() > 150 and (counts <= 2).mean() > 0.05
+
+
+def test_new_suite_entries_resolve():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import rediscovery
+
+    for name in ("heavy_tailed_noise", "poisson_deviance_long", "poisson_wide"):
+        task = rediscovery.suite_task(name)
+        assert task.name == name
+        assert rediscovery.known_expression(name, task) is not None
