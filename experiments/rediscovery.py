@@ -239,7 +239,12 @@ def main(argv=None) -> int:
     ap.add_argument("--gen0-only", action="store_true",
                     help="only generation 0 (shared by all strategies for a seed): its share within tolerance, "
                          "and the known loss's and the baseline's errors, per task and seed")
+    ap.add_argument("--pool", metavar="JSON[,JSON...]", default=None,
+                    help="train nothing: summarise the records of earlier invocations (their --out .json files), "
+                         "restricted to --tasks, --strategies and the seeds asked for, as one suite")
     args = ap.parse_args(argv)
+    if args.pool:
+        return pool(args, Path(args.out))
 
     import torch
 
@@ -277,15 +282,41 @@ def main(argv=None) -> int:
                       flush=True)
                 Path(str(out) + ".json").write_text(json.dumps(records, indent=2))
     # Only (task, seed) pairs every strategy finished are compared (equal budgets, same seeds).
-    wanted = set(args.strategies.split(","))
-    done: dict = {}
-    for r in records:
-        done.setdefault((r["task"], r["seed"]), set()).add(r["strategy"])
-    records = [r for r in records if done[(r["task"], r["seed"])] >= wanted]
+    records = complete(records, args.strategies.split(","))
     md = summarise(records, args, time.perf_counter() - t_all)
     if args.equal_compute:
         md += "\n" + summarise_equal_compute(records, *args.equal_compute.split(":"))
     Path(str(out) + ".md").write_text(md)
+    print(md)
+    return 0
+
+
+def complete(records: list[dict], strategies: list[str]) -> list[dict]:
+    """Only the (task, seed) pairs that every strategy finished (equal budgets, same seeds)."""
+    done: dict = {}
+    for r in records:
+        done.setdefault((r["task"], r["seed"]), set()).add(r["strategy"])
+    return [r for r in records if done[(r["task"], r["seed"])] >= set(strategies)]
+
+
+def pool(args, out: Path) -> int:
+    """Summarise the records of several earlier invocations as one suite (nothing is trained)."""
+    tasks, strategies = args.tasks.split(","), args.strategies.split(",")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    records, seen = [], set()
+    for path in args.pool.split(","):
+        for r in json.loads(Path(path).read_text()):
+            key = (r["task"], r["strategy"], r["seed"])
+            if r["task"] in tasks and r["strategy"] in strategies and r["seed"] in seeds and key not in seen:
+                seen.add(key)
+                records.append(r)
+    records = complete(records, strategies)
+    records.sort(key=lambda r: (tasks.index(r["task"]), strategies.index(r["strategy"]), r["seed"]))
+    md = (f"Pooled from: {', '.join(args.pool.split(','))} (records of earlier invocations; nothing re-run).\n\n"
+          + summarise(records, args, 0.0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(out) + ".md").write_text(md)
+    Path(str(out) + ".json").write_text(json.dumps(records, indent=2))
     print(md)
     return 0
 

@@ -88,3 +88,29 @@ def test_new_suite_entries_resolve():
         task = rediscovery.suite_task(name)
         assert task.name == name
         assert rediscovery.known_expression(name, task) is not None
+
+
+def test_pool_summarises_records_of_earlier_invocations(tmp_path):
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    import rediscovery
+
+    def rec(task, strategy, seed, found):
+        return {"task": task, "strategy": strategy, "seed": seed, "reference": "quantile", "params": {"q": 0.25},
+                "reference_error": 1.0, "eval_seeds": 2, "found_at": 10 if found else None, "candidates": 80,
+                "found_expr": "x" if found else None, "best_error": 1.0 if found else 1.1, "best_expr": "x",
+                "gen0_share": 0.0, "wall_s": 1.0}
+
+    a = [rec("t1", s, seed, s == "gp") for s in ("gp", "random") for seed in (0, 1)]
+    b = [rec("t2", s, seed, s == "gp" or seed == 0) for s in ("gp", "random") for seed in (0, 1)]
+    b.append(rec("t2", "gp", 2, True))          # no random run for seed 2: left out
+    b.append(rec("t3", "gp", 0, True))          # a task not asked for: left out
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b + a[:1]))   # a duplicate record counts once
+    out = tmp_path / "pooled"
+    rediscovery.main(["--pool", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}", "--tasks", "t1,t2",
+                      "--strategies", "gp,random", "--seeds", "3", "--out", str(out)])
+    md = (tmp_path / "pooled.md").read_text()
+    assert "gp 4/4, random 1/4" in md
+    assert len(json.loads((tmp_path / "pooled.json").read_text())) == 8
