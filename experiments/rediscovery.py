@@ -2,7 +2,7 @@
 
 Each task of the suite (``experiments/rediscovery/suite_tasks.py``) comes with a
 catalogue loss that is known to suit it (the pinball loss at the task's
-quantile; a bounded robust loss under one-sided outliers; GCE under label
+quantile; a bounded robust loss under one-sided outliers or heavy-tailed noise; GCE under label
 noise; a hinge-type loss for balanced accuracy under imbalance; the Poisson
 deviance of the predicted rate for counts; focal loss under a long tail).  Every
 strategy runs the same budget -- ``generations`` x ``population`` candidates,
@@ -51,7 +51,8 @@ SUITE = {
     "poisson_deviance": ("poisson_deviance_counts", "poisson_deviance", {}, BUDGET),
     "longtail": ("longtail", "focal", {"gamma": 4}, dict(BUDGET, steps=200)),
     "asymmetric_small_cost": ("asymmetric_small_cost", "quantile", {"q": 0.25}, BUDGET),
-    # added 8 December: the Poisson task trained to convergence, and heavy-tailed one-sided noise
+    # added 8 December (experiments/rediscovery/NOTES_dec8.md): heavy_tailed_noise meets the generation-0 rule;
+    # the other three are measured variants that do not (see VARIANTS)
     "poisson_deviance_long": ("poisson_deviance_long", "poisson_deviance", {}, BUDGET),
     "heavy_tailed_noise": ("heavy_tailed_noise", "geman_mcclure", {"c": 0.1}, BUDGET),
     "poisson_wide": ("poisson_wide", "poisson_deviance", {}, BUDGET),
@@ -59,6 +60,8 @@ SUITE = {
 }
 # generation 0 already holds solutions in 8 of 10 seeds (today's code): kept for --tasks, not run by default
 DROPPED = {"imbalance", "digits_noisy"}
+# variants whose generation 0 holds solutions in 2 or 3 of 10 seeds: kept for --tasks, not run by default
+VARIANTS = {"poisson_deviance_long", "poisson_wide", "heavy_tailed_symmetric"}
 # known losses that are not a catalogue expression as such: a function of the task in suite_tasks
 KNOWN_EXPRESSION = {"poisson_deviance": "poisson_known_expression",
                     "poisson_deviance_long": "poisson_known_expression", "poisson_wide": "poisson_known_expression"}
@@ -225,8 +228,8 @@ def _recorded_wall(run_dir: Path) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default=",".join(t for t in SUITE if t not in DROPPED),
-                    help=f"any of {', '.join(SUITE)} (default: all but {', '.join(sorted(DROPPED))})")
+    ap.add_argument("--tasks", default=",".join(t for t in SUITE if t not in DROPPED | VARIANTS),
+                    help=f"any of {', '.join(SUITE)} (default: all but {', '.join(sorted(DROPPED | VARIANTS))})")
     ap.add_argument("--seeds", type=int, default=10, help="search seeds 0..N-1")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
