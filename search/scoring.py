@@ -9,7 +9,9 @@ proposal order from the candidates this generation is the first to
 evaluate, so the chunks -- and hence the results -- do not depend on
 the number of workers or on whether the generation was interrupted and
 resumed.  Every job's results are written to the store as soon as they
-arrive; a chunk whose results are all recorded is never run again.
+arrive; a chunk whose results are all recorded is never run again.  The
+jobs of every task of a stage (and of all the baselines) go to the
+evaluator as one batch, so workers do not wait at a barrier per task.
 """
 from __future__ import annotations
 
