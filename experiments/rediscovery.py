@@ -51,7 +51,7 @@ SUITE = {
     "poisson_deviance": ("poisson_deviance_counts", "poisson_deviance", {}, BUDGET),
     "longtail": ("longtail", "focal", {"gamma": 4}, dict(BUDGET, steps=200)),
     "asymmetric_small_cost": ("asymmetric_small_cost", "quantile", {"q": 0.25}, BUDGET),
-    # added 8 December (experiments/rediscovery/NOTES_dec8.md): heavy_tailed_noise meets the generation-0 rule;
+    # added 8 December (RESULTS.md section 1, "8 December"): heavy_tailed_noise meets the generation-0 rule;
     # the other three are measured variants that do not (see VARIANTS)
     "poisson_deviance_long": ("poisson_deviance_long", "poisson_deviance", {}, BUDGET),
     "heavy_tailed_noise": ("heavy_tailed_noise", "geman_mcclure", {"c": 0.1}, BUDGET),
