@@ -148,17 +148,26 @@ def mean_poisson_deviance(decisions, targets) -> float:
     return float(np.mean(2 * (ylogy - y + r)))
 
 
+def _poisson_task(name: str, intercept: float, slope: float, steps: int, description: str,
+                  grad_clip: float | None = None) -> Task:
+    """Counts with log-rate ``intercept + slope*x0 - 0.8*x1 + 0.4*sin(3*x2)`` (3 uniform inputs on
+    [-1, 1], one data seed), scored by the mean Poisson deviance of the predicted rates."""
+    rng = np.random.default_rng(15)
+    X = rng.uniform(-1, 1, size=(_N, 3))
+    rate = np.exp(intercept + slope * X[:, 0] - 0.8 * X[:, 1] + 0.4 * np.sin(3 * X[:, 2]))
+    y = rng.poisson(rate).astype(float)
+    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, 5)
+    extra = {} if grad_clip is None else {"grad_clip": grad_clip}
+    return Task(name, "regression", X_tr, y_tr, X_va, y_va, X_te, y_te, metric=mean_poisson_deviance,
+                metric_direction="min", model="mlp:32", steps=steps, batch_size=64, lr=3e-3,
+                description=description, **extra)
+
+
 def poisson_deviance_counts() -> Task:
     """Counts whose log-rate is a smooth function of 3 inputs, rates from about 0.1 to 16; scored by the
     mean Poisson deviance of the predicted rates (known: the Poisson deviance of the rate)."""
-    rng = np.random.default_rng(15)
-    X = rng.uniform(-1, 1, size=(_N, 3))
-    rate = np.exp(0.3 + 1.4 * X[:, 0] - 0.8 * X[:, 1] + 0.4 * np.sin(3 * X[:, 2]))
-    y = rng.poisson(rate).astype(float)
-    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, 5)
-    return Task("poisson_deviance_counts", "regression", X_tr, y_tr, X_va, y_va, X_te, y_te,
-                metric=mean_poisson_deviance, metric_direction="min", model="mlp:32", steps=150, batch_size=64,
-                lr=3e-3, description="Poisson counts, mean Poisson deviance of the predicted rates")
+    return _poisson_task("poisson_deviance_counts", 0.3, 1.4, 150,
+                         "Poisson counts, mean Poisson deviance of the predicted rates")
 
 
 def poisson_deviance_long() -> Task:
@@ -166,15 +175,9 @@ def poisson_deviance_long() -> Task:
     (for every loss alike).  At 150 steps the deviance of the identity-link rate has not converged (its gradient
     scales with 1/rate) and capped or rescaled squared errors come within 3 % of it; trained to convergence it
     is clearly ahead of them."""
-    rng = np.random.default_rng(15)
-    X = rng.uniform(-1, 1, size=(_N, 3))
-    rate = np.exp(0.3 + 1.4 * X[:, 0] - 0.8 * X[:, 1] + 0.4 * np.sin(3 * X[:, 2]))
-    y = rng.poisson(rate).astype(float)
-    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, 5)
-    return Task("poisson_deviance_long", "regression", X_tr, y_tr, X_va, y_va, X_te, y_te,
-                metric=mean_poisson_deviance, metric_direction="min", model="mlp:32", steps=400, batch_size=64,
-                lr=3e-3, grad_clip=1.0,
-                description="Poisson counts, mean Poisson deviance of the predicted rates, 400 steps, clipped")
+    return _poisson_task("poisson_deviance_long", 0.3, 1.4, 400,
+                         "Poisson counts, mean Poisson deviance of the predicted rates, 400 steps, clipped",
+                         grad_clip=1.0)
 
 
 def poisson_wide() -> Task:
@@ -183,14 +186,8 @@ def poisson_wide() -> Task:
     weights a residual by 1/rate: over this range MSE (weight 1) and MAE (about 1/sqrt(rate)) put the wrong
     weights on the large counts, and capped squared errors, which did well when rates stayed below 16, cap the
     residuals of every large count alike."""
-    rng = np.random.default_rng(15)
-    X = rng.uniform(-1, 1, size=(_N, 3))
-    rate = np.exp(2.5 + 2.0 * X[:, 0] - 0.8 * X[:, 1] + 0.4 * np.sin(3 * X[:, 2]))
-    y = rng.poisson(rate).astype(float)
-    X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, 5)
-    return Task("poisson_wide", "regression", X_tr, y_tr, X_va, y_va, X_te, y_te,
-                metric=mean_poisson_deviance, metric_direction="min", model="mlp:32", steps=500, batch_size=64,
-                lr=3e-3, grad_clip=1.0, description="Poisson counts, rates 0.6 to 270, mean Poisson deviance")
+    return _poisson_task("poisson_wide", 2.5, 2.0, 500, "Poisson counts, rates 0.6 to 270, mean Poisson deviance",
+                         grad_clip=1.0)
 
 
 def poisson_known_expression(task: Task):
