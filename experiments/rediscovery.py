@@ -309,7 +309,13 @@ def pool(args, out: Path) -> int:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     records, seen = [], set()
     for path in args.pool.split(","):
-        for r in json.loads(Path(path).read_text()):
+        try:
+            loaded = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--pool: cannot read the records in {path} ({type(exc).__name__}: {exc}); give the "
+                             ".json files that earlier invocations wrote next to their --out")
+        # a (task, strategy, seed) found in two files: the first file's record counts
+        for r in loaded:
             key = (r["task"], r["strategy"], r["seed"])
             if r["task"] in tasks and r["strategy"] in strategies and r["seed"] in seeds and key not in seen:
                 seen.add(key)

@@ -20,6 +20,14 @@ def _split(X, y, seed: int):
     return X[tr], y[tr], X[va], y[va], X[te], y[te]
 
 
+def smooth_data(seed: int):
+    """3 uniform inputs on [-2, 2] and clean targets sin(1.5 x0) + x1 x2 + 0.1 N(0, 1): the data of the
+    outlier and heavy-tailed-noise tasks, which corrupt only the training split's targets."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, size=(_N, 3))
+    return X, np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(_N)
+
+
 def _regression(name, X, y, metric, description, seed, y_train=None, steps=150):
     X_tr, y_tr, X_va, y_va, X_te, y_te = _split(X, y, seed)
     if y_train is not None:
@@ -94,9 +102,7 @@ def _classification(name, kind, X, y, metric, description, seed, y_train=None, s
 def outliers_one_sided() -> Task:
     """30 % of the training targets shifted up by 3 to 8: MAE follows the shifted median, a bounded
     robust loss ignores them; MSE on clean validation targets (known: a bounded robust loss)."""
-    rng = np.random.default_rng(14)
-    X = rng.uniform(-2, 2, size=(_N, 3))
-    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(_N)
+    X, y = smooth_data(14)
 
     def contaminate(_X, y_tr):
         r = np.random.default_rng(4)
@@ -260,9 +266,7 @@ def heavy_tailed_noise() -> Task:
     loss with a small scale, Geman-McClure with c = 0.1 in standardised units).  MSE follows the mean, MAE the
     shifted median; unlike `outliers_one_sided` (errors of 3 to 8, well apart from the clean targets) there is
     no gap between clean and corrupted targets, and the target scale is set by the tail."""
-    rng = np.random.default_rng(17)
-    X = rng.uniform(-2, 2, size=(_N, 3))
-    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(_N)
+    X, y = smooth_data(17)
 
     def corrupt(_X, y_tr):
         r = np.random.default_rng(5)
@@ -279,9 +283,7 @@ def heavy_tailed_symmetric() -> Task:
     carry only the 0.1 N(0, 1) noise of all targets (known: Welsch with c = 0.05 in standardised units).  The
     median is unbiased here, so MAE-like losses aim at the right value; the bounded loss with the small scale
     wins by fitting the clean half faster within the 150 steps."""
-    rng = np.random.default_rng(17)
-    X = rng.uniform(-2, 2, size=(_N, 3))
-    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(_N)
+    X, y = smooth_data(17)
 
     def corrupt(_X, y_tr):
         r = np.random.default_rng(5)

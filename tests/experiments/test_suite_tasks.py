@@ -62,9 +62,7 @@ def test_heavy_tailed_noise_corrupts_training_targets_only_upwards():
     task = suite_tasks.heavy_tailed_noise()
     assert task.kind == "regression" and task.metric == "mse"
     # rebuild the clean targets of the training split: the corruption is >= 0 on about 35 % of them
-    rng = np.random.default_rng(17)
-    X = rng.uniform(-2, 2, size=(1500, 3))
-    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(1500)
+    X, y = suite_tasks.smooth_data(17)
     _, y_tr, _, y_va, _, _ = suite_tasks._split(X, y, 7)
     np.testing.assert_array_equal(task.y_val, y_va)          # validation targets are clean
     err = task.y_train - y_tr
@@ -114,13 +112,13 @@ def test_pool_summarises_records_of_earlier_invocations(tmp_path):
     md = (tmp_path / "pooled.md").read_text()
     assert "gp 4/4, random 1/4" in md
     assert len(json.loads((tmp_path / "pooled.json").read_text())) == 8
+    with pytest.raises(SystemExit, match="missing.json"):
+        rediscovery.main(["--pool", str(tmp_path / "missing.json"), "--out", str(out)])
 
 
 def test_heavy_tailed_symmetric_errors_are_symmetric_on_half_the_targets():
     task = suite_tasks.heavy_tailed_symmetric()
-    rng = np.random.default_rng(17)
-    X = rng.uniform(-2, 2, size=(1500, 3))
-    y = np.sin(1.5 * X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.standard_normal(1500)
+    X, y = suite_tasks.smooth_data(17)
     _, y_tr, _, y_va, _, _ = suite_tasks._split(X, y, 7)
     np.testing.assert_array_equal(task.y_val, y_va)
     err = task.y_train - y_tr
